@@ -1,1 +1,19 @@
-//! placeholder
+//! The IMDS data plane: the HTTP service a guest reaches at
+//! `169.254.169.254`.
+//!
+//! Owns request routing, IMDSv1/IMDSv2 policy, the token PUT, and the
+//! pre-rendered per-instance metadata snapshots the hot path reads. It does
+//! not own the store: an agent renders [`snapshot::InstanceSnapshot`]s from
+//! store records and hands them to [`DataPlane::apply`].
+
+pub mod docs;
+pub mod metrics;
+pub mod path;
+pub mod responses;
+pub mod server;
+pub mod service;
+pub mod snapshot;
+pub mod tree;
+
+pub use metrics::DataPlaneMetrics;
+pub use snapshot::{DataPlane, InstanceSnapshot, SnapshotChange};

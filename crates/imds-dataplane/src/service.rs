@@ -1,0 +1,243 @@
+//! One IMDS request, from headers to response, without sockets.
+//!
+//! [`handle`] applies data-plane.md in this order: caller → instance (unknown
+//! callers get no answer at all), IPv6 and endpoint switches, path
+//! normalisation, the token endpoint's own checks, the method, then IMDSv1 /
+//! IMDSv2 authentication, then the lookup in the instance's snapshot.
+//! Authentication comes before the lookup so that a caller without a valid
+//! token learns nothing, not even which paths exist.
+
+use crate::metrics::{ImdsVersion, ReasonLabels, RequestLabels, RouteClass};
+use crate::path::{self, Route};
+use crate::responses::{self, BAD_REQUEST_HTML, NOT_FOUND_HTML, SERVER, TEXT_HTML, TEXT_PLAIN, UNAUTHORIZED_HTML};
+use crate::snapshot::{DataPlane, InstanceSnapshot};
+use crate::tree::Node;
+use bytes::Bytes;
+use http::header::{ALLOW, CONTENT_TYPE, HeaderMap, HeaderValue};
+use http::{Method, Response, StatusCode};
+use http_body_util::Full;
+use imds_core::HttpTokens;
+use imds_net::HopLimitControl;
+use imds_token::{TOKEN_HEADER, TOKEN_TTL_HEADER, TokenBinding, parse_ttl};
+use std::net::IpAddr;
+use std::sync::LazyLock;
+
+/// Header whose presence marks a proxied request.
+pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
+
+/// `GET /`: the metadata versions, one per line, `latest` last.
+static VERSION_LIST: LazyLock<Bytes> = LazyLock::new(|| Bytes::from(path::VERSIONS.join("\n")));
+
+/// What the server knows about the connection a request came on.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// Caller's address (IPv4-mapped addresses already unmapped).
+    pub peer: IpAddr,
+    /// The request reached an IPv6 endpoint.
+    pub via_ipv6: bool,
+    /// Lowers the TTL of the connection's next writes.
+    pub hop_limit: HopLimitControl,
+}
+
+/// The answer to a request.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Send this response.
+    Respond(Response<Full<Bytes>>),
+    /// Close the connection without answering (reason for the metric).
+    Close(&'static str),
+}
+
+/// The parts of a request the data plane reads.
+#[derive(Debug)]
+pub struct RequestHead<'a> {
+    /// Method.
+    pub method: &'a Method,
+    /// Path and query as sent.
+    pub path_and_query: &'a str,
+    /// Headers.
+    pub headers: &'a HeaderMap,
+}
+
+/// Answers one request.
+pub fn handle(dp: &DataPlane, conn: &ConnInfo, req: &RequestHead<'_>) -> Outcome {
+    let Some(slot) = dp.slot_for(conn.peer) else {
+        return Outcome::Close("unknown_source");
+    };
+    let snap = slot.load();
+    let endpoint_on = snap.options.http_endpoint.is_enabled();
+    if conn.via_ipv6 && !(endpoint_on && snap.options.http_protocol_ipv6.is_enabled()) {
+        // The IPv6 endpoint of such an instance does not exist at all.
+        return Outcome::Close("ipv6_disabled");
+    }
+    let has_token = req.headers.contains_key(TOKEN_HEADER);
+    let version = if has_token || is_token_path(req.path_and_query) { ImdsVersion::V2 } else { ImdsVersion::V1 };
+    let (route_class, response) = if endpoint_on {
+        route(dp, conn, &snap, req)
+    } else {
+        (RouteClass::Other, empty(StatusCode::FORBIDDEN))
+    };
+    dp.metrics()
+        .requests
+        .get_or_create(&RequestLabels { version, route: route_class, status: response.status().as_u16() })
+        .inc();
+    Outcome::Respond(response)
+}
+
+fn is_token_path(p: &str) -> bool {
+    p.ends_with("/api/token")
+}
+
+fn route(
+    dp: &DataPlane,
+    conn: &ConnInfo,
+    snap: &InstanceSnapshot,
+    req: &RequestHead<'_>,
+) -> (RouteClass, Response<Full<Bytes>>) {
+    let Ok(normal) = path::normalise(req.path_and_query) else {
+        return (RouteClass::Other, html(StatusCode::BAD_REQUEST, BAD_REQUEST_HTML));
+    };
+    let route = normal.route();
+    if let Route::Token { latest } = route {
+        return (RouteClass::Token, token(dp, conn, snap, req, latest));
+    }
+    if req.method != Method::GET && req.method != Method::HEAD {
+        let mut r = empty(StatusCode::METHOD_NOT_ALLOWED);
+        r.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return (class_of(&route), r);
+    }
+    let remaining = match authenticate(dp, snap, req.headers) {
+        Ok(r) => r,
+        Err(resp) => return (class_of(&route), resp),
+    };
+    let v2 = remaining.is_some();
+    let mut resp = match route {
+        Route::VersionList => text(VERSION_LIST.clone(), TEXT_PLAIN),
+        Route::Tree(p) => match snap.tree.get(p) {
+            Some(Node::Leaf { body, content_type }) => text(body.clone(), content_type),
+            Some(Node::Dir(listing)) => text(listing.clone(), TEXT_PLAIN),
+            Some(Node::RoleCredentials { imdsv1, imdsv2 }) => {
+                text(if v2 { imdsv2.clone() } else { imdsv1.clone() }, TEXT_PLAIN)
+            }
+            None => html(StatusCode::NOT_FOUND, NOT_FOUND_HTML),
+        },
+        Route::NotFound | Route::Token { .. } => html(StatusCode::NOT_FOUND, NOT_FOUND_HTML),
+    };
+    if let Some(secs) = remaining {
+        resp.headers_mut().insert(TOKEN_TTL_HEADER, HeaderValue::from(secs));
+    }
+    (class_of(&route), resp)
+}
+
+/// IMDSv1 / IMDSv2 decision: `Ok(Some(remaining_ttl))` for a valid token,
+/// `Ok(None)` for an allowed token-less request, `Err(response)` otherwise.
+fn authenticate(
+    dp: &DataPlane,
+    snap: &InstanceSnapshot,
+    headers: &HeaderMap,
+) -> Result<Option<u32>, Response<Full<Bytes>>> {
+    let metrics = dp.metrics();
+    match headers.get(TOKEN_HEADER) {
+        Some(token) => {
+            if headers.contains_key(X_FORWARDED_FOR) {
+                return Err(empty(StatusCode::FORBIDDEN));
+            }
+            let binding = TokenBinding { instance_id: snap.instance_id.as_str(), incarnation: snap.incarnation };
+            match dp.keys().open(token.as_bytes(), &binding, dp.clock().now_millis()) {
+                Ok(remaining) => Ok(Some(remaining)),
+                Err(e) => {
+                    metrics.tokens_rejected.get_or_create(&ReasonLabels { reason: e.reason() }).inc();
+                    Err(html(StatusCode::UNAUTHORIZED, UNAUTHORIZED_HTML))
+                }
+            }
+        }
+        None if snap.options.http_tokens == HttpTokens::Required => {
+            metrics.no_token_rejected.inc();
+            Err(html(StatusCode::UNAUTHORIZED, UNAUTHORIZED_HTML))
+        }
+        None => {
+            metrics.no_token.inc();
+            Ok(None)
+        }
+    }
+}
+
+/// `PUT /<version>/api/token` (data-plane.md §4.1, in that order).
+fn token(
+    dp: &DataPlane,
+    conn: &ConnInfo,
+    snap: &InstanceSnapshot,
+    req: &RequestHead<'_>,
+    latest: bool,
+) -> Response<Full<Bytes>> {
+    if req.method != Method::PUT {
+        let mut r = empty(StatusCode::METHOD_NOT_ALLOWED);
+        r.headers_mut().insert(ALLOW, HeaderValue::from_static("PUT"));
+        return r;
+    }
+    if !latest || req.headers.contains_key(X_FORWARDED_FOR) {
+        return empty(StatusCode::FORBIDDEN);
+    }
+    let Some(Ok(ttl)) = req.headers.get(TOKEN_TTL_HEADER).map(|v| parse_ttl(v.as_bytes())) else {
+        return html(StatusCode::BAD_REQUEST, BAD_REQUEST_HTML);
+    };
+    let binding = TokenBinding { instance_id: snap.instance_id.as_str(), incarnation: snap.incarnation };
+    let token = match dp.keys().seal(&binding, dp.clock().now_millis(), ttl) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot seal a token");
+            return empty(StatusCode::INTERNAL_SERVER_ERROR);
+        }
+    };
+    dp.metrics().tokens_issued.inc();
+    conn.hop_limit.lower_to(snap.options.http_put_response_hop_limit.get());
+    let mut resp = text(Bytes::from(token), TEXT_PLAIN);
+    resp.headers_mut().insert(TOKEN_TTL_HEADER, HeaderValue::from(ttl));
+    resp
+}
+
+fn class_of(route: &Route<'_>) -> RouteClass {
+    match route {
+        Route::VersionList => RouteClass::Root,
+        Route::Token { .. } => RouteClass::Token,
+        Route::NotFound => RouteClass::Other,
+        Route::Tree(p) => {
+            let (top, rest) = p.split_once('/').unwrap_or((p, ""));
+            match top {
+                "" => RouteClass::Root,
+                "user-data" => RouteClass::UserData,
+                "dynamic" => RouteClass::Dynamic,
+                "meta-data"
+                    if rest.starts_with("iam/security-credentials/")
+                        || rest.starts_with("identity-credentials/ec2/security-credentials/") =>
+                {
+                    RouteClass::Credentials
+                }
+                "meta-data" => RouteClass::MetaData,
+                _ => RouteClass::Other,
+            }
+        }
+    }
+}
+
+fn response(status: StatusCode, body: Bytes, content_type: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(http::header::SERVER, HeaderValue::from_static(SERVER));
+    r
+}
+
+fn text(body: Bytes, content_type: &'static str) -> Response<Full<Bytes>> {
+    response(StatusCode::OK, body, content_type)
+}
+
+fn html(status: StatusCode, page: &'static str) -> Response<Full<Bytes>> {
+    response(status, Bytes::from_static(page.as_bytes()), TEXT_HTML)
+}
+
+/// 403 / 405 answers: empty body, `text/plain` (as captured from real IMDS).
+fn empty(status: StatusCode) -> Response<Full<Bytes>> {
+    response(status, Bytes::new(), responses::TEXT_PLAIN)
+}

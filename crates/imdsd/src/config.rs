@@ -1,0 +1,174 @@
+//! The TOML configuration file, parsed once into typed settings. Unknown keys
+//! are errors, so a typo never silently falls back to a default.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The whole file. Every section and key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Directory of the embedded store.
+    pub data_dir: Option<PathBuf>,
+    /// `[data_plane]`
+    #[serde(default)]
+    pub data_plane: DataPlaneConfig,
+    /// `[admin]`
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// `[control]`
+    #[serde(default)]
+    pub control: ControlConfig,
+    /// `[credentials]`
+    #[serde(default)]
+    pub credentials: CredentialsConfig,
+}
+
+/// `[data_plane]`: the IMDS endpoint guests call.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataPlaneConfig {
+    /// Addresses to listen on (`169.254.169.254:80`, `[fd00:ec2::254]:80`).
+    pub listen: Option<Vec<SocketAddr>>,
+    /// Seconds a client may take to send a request head.
+    pub header_read_timeout_secs: Option<u64>,
+}
+
+/// `[admin]`: health and metrics.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of `/healthz` and `/metrics`.
+    pub listen: Option<SocketAddr>,
+}
+
+/// `[control]`: the EC2 / Lightsail API endpoint.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    /// Address of the control API.
+    pub listen: Option<SocketAddr>,
+}
+
+/// `[credentials]`: minted role credentials.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsConfig {
+    /// Validity of minted credentials in seconds (default 21600 = 6 h).
+    pub lifetime_secs: Option<u64>,
+    /// Replace credentials this many seconds before they expire (default 3600).
+    pub refresh_before_secs: Option<u64>,
+}
+
+/// The file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Not readable.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not valid TOML or not our keys.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What toml said, with line and column.
+        message: String,
+    },
+    /// Values that parse but make no sense.
+    #[error("invalid config file {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses and validates the text of a config file (`path` names it in errors).
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
+        let invalid = |message: &str| ConfigError::Invalid { path: path.to_owned(), message: message.to_owned() };
+        if let (Some(life), Some(before)) = (config.credentials.lifetime_secs, config.credentials.refresh_before_secs) {
+            if before >= life {
+                return Err(invalid("credentials.refresh_before_secs must be smaller than credentials.lifetime_secs"));
+            }
+        }
+        if config.credentials.lifetime_secs.is_some_and(|l| l < 900) {
+            return Err(invalid("credentials.lifetime_secs must be at least 900 (15 minutes)"));
+        }
+        if config.data_plane.header_read_timeout_secs == Some(0) {
+            return Err(invalid("data_plane.header_read_timeout_secs must be at least 1"));
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("test.toml"), text)
+    }
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        let c = parse("").unwrap();
+        assert!(c.data_plane.listen.is_none());
+        assert!(c.data_dir.is_none());
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let c = parse(
+            r#"
+data_dir = "/var/lib/imdsd"
+[data_plane]
+listen = ["169.254.169.254:80", "[fd00:ec2::254]:80"]
+header_read_timeout_secs = 5
+[admin]
+listen = "127.0.0.1:9773"
+[control]
+listen = "127.0.0.1:8773"
+[credentials]
+lifetime_secs = 21600
+refresh_before_secs = 3600
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.data_plane.listen.unwrap().len(), 2);
+        assert_eq!(c.credentials.lifetime_secs, Some(21600));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let err = parse("[data_plane]\nlisten_on = []\n").unwrap_err().to_string();
+        assert!(err.contains("unknown field `listen_on`"), "{err}");
+        assert!(err.contains("test.toml"), "{err}");
+        let err = parse("[dataplane]\n").unwrap_err().to_string();
+        assert!(err.contains("unknown field `dataplane`"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        assert!(parse("[data_plane]\nlisten = [\"nowhere\"]\n").is_err());
+        assert!(parse("[credentials]\nlifetime_secs = 60\n").is_err());
+        assert!(parse("[credentials]\nlifetime_secs = 3600\nrefresh_before_secs = 3600\n").is_err());
+        assert!(parse("[data_plane]\nheader_read_timeout_secs = 0\n").is_err());
+    }
+}

@@ -1,0 +1,183 @@
+//! `imdsd serve`: store, agent, data plane and admin endpoint in one process.
+
+use crate::ServeArgs;
+use crate::admin::{self, AdminState};
+use crate::config::Config;
+use crate::demo;
+use anyhow::Context;
+use imds_agent::credentials::CredentialPolicy;
+use imds_agent::{Agent, AgentConfig, Placement};
+use imds_core::{Clock, SystemClock};
+use imds_dataplane::server::{ConnLimits, serve as serve_data};
+use imds_dataplane::{DataPlane, DataPlaneMetrics};
+use imds_net::bind_listener;
+use imds_store::Store;
+use imds_store::RedbStore;
+use imds_token::KeyRing;
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Host id of the single in-process agent.
+pub const LOCAL_HOST_ID: &str = "h-local";
+
+const DEFAULT_DATA_LISTEN: &str = "127.0.0.1:1338";
+const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9773";
+const DEFAULT_DATA_DIR: &str = "imdsd-data";
+const STORE_FILE: &str = "imdsd.redb";
+
+/// Settings after merging flags over the config file over defaults.
+struct Settings {
+    data_dir: PathBuf,
+    data_listen: Vec<SocketAddr>,
+    admin_listen: SocketAddr,
+    limits: ConnLimits,
+    credentials: CredentialPolicy,
+}
+
+fn settings(args: &ServeArgs) -> anyhow::Result<Settings> {
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let parse = |s: &str| s.parse::<SocketAddr>().context("built-in default address");
+    let data_listen = if !args.data_listen.is_empty() {
+        args.data_listen.clone()
+    } else {
+        match config.data_plane.listen {
+            Some(l) if !l.is_empty() => l,
+            _ => vec![parse(DEFAULT_DATA_LISTEN)?],
+        }
+    };
+    let mut limits = ConnLimits::default();
+    if let Some(secs) = config.data_plane.header_read_timeout_secs {
+        limits.header_read_timeout = Duration::from_secs(secs);
+    }
+    let mut credentials = CredentialPolicy::default();
+    if let Some(l) = config.credentials.lifetime_secs {
+        credentials.lifetime_secs = l;
+    }
+    if let Some(b) = config.credentials.refresh_before_secs {
+        credentials.refresh_before_secs = b;
+    }
+    Ok(Settings {
+        data_dir: args.data_dir.clone().or(config.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+        data_listen,
+        admin_listen: match args.admin_listen.or(config.admin.listen) {
+            Some(a) => a,
+            None => parse(DEFAULT_ADMIN_LISTEN)?,
+        },
+        limits,
+        credentials,
+    })
+}
+
+/// Loads this host's token key ring, creating it on first start. The ring
+/// is persisted so tokens survive a restart of the same data directory.
+async fn token_keys(store: &dyn Store, clock: &dyn Clock) -> anyhow::Result<KeyRing> {
+    let fresh = KeyRing::generate(clock.now_millis()).context("cannot generate a token key")?;
+    let bytes = serde_json::to_vec(&fresh)?;
+    let stored = imds_store::records::put_secret_if_absent(store, &imds_store::records::token_keys_key(LOCAL_HOST_ID), bytes)
+        .await
+        .context("cannot store the token keys")?;
+    serde_json::from_slice(&stored).context("the stored token key ring is unreadable")
+}
+
+/// Runs until SIGTERM or Ctrl-C.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let settings = settings(&args)?;
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("cannot create data directory {}", settings.data_dir.display()))?;
+    let store_path = settings.data_dir.join(STORE_FILE);
+    let store: Arc<dyn Store> = Arc::new(
+        RedbStore::open(&store_path).with_context(|| format!("cannot open store {}", store_path.display()))?,
+    );
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+
+    if args.demo && demo::ensure_demo(store.as_ref()).await? {
+        tracing::info!(instance_id = demo::DEMO_INSTANCE_ID, "created the demo instance");
+    }
+
+    let keys = token_keys(store.as_ref(), clock.as_ref()).await?;
+    let metrics = DataPlaneMetrics::default();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let dp = DataPlane::new(keys, Arc::clone(&clock), metrics);
+
+    // Bind everything before serving, so a busy port fails the start.
+    let data_listeners = settings
+        .data_listen
+        .iter()
+        .map(|a| bind_listener(*a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let admin_listener = bind_listener(settings.admin_listen)?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let admin_state = Arc::new(AdminState { registry, ready: AtomicBool::new(false) });
+
+    let mut agent = Agent::new(
+        Arc::clone(&store),
+        Arc::clone(&dp),
+        Arc::clone(&clock),
+        AgentConfig {
+            host_id: LOCAL_HOST_ID.to_owned(),
+            placement: Placement::All,
+            credentials: settings.credentials,
+            refresh_interval: Duration::from_secs(60),
+        },
+    );
+    agent.sync().await.context("initial sync with the store failed")?;
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for listener in data_listeners {
+        let addr = listener.local_addr()?;
+        tasks.spawn(serve_data(Arc::clone(&dp), listener, settings.limits, stop_rx.clone()));
+        println!("listening data http://{addr}");
+    }
+    let admin_addr = admin_listener.local_addr()?;
+    tasks.spawn(admin::serve(Arc::clone(&admin_state), admin_listener, stop_rx.clone()));
+    println!("listening admin http://{admin_addr}");
+    let agent_task = tokio::spawn(agent.run(stop_rx.clone()));
+    admin_state.ready.store(true, Ordering::Release);
+    tracing::info!(data_dir = %settings.data_dir.display(), "imdsd is serving");
+
+    wait_for_signal().await;
+    tracing::info!("shutting down: no new connections, finishing requests in flight");
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    match agent_task.await {
+        Ok(Err(e)) => tracing::error!(error = %e, "agent stopped with an error"),
+        Err(e) => tracing::error!(error = %e, "agent task failed"),
+        Ok(Ok(())) => {}
+    }
+    drop(store);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,51 @@
+//! A restart on the same data directory keeps tokens valid and does not
+//! create a second demo instance.
+
+use imds_testkit::ImdsdBuilder;
+use imds_testkit::http::{get, token};
+
+const BIN: &str = env!("CARGO_BIN_EXE_imdsd");
+
+#[test]
+fn tokens_survive_a_restart_and_the_demo_is_created_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = ImdsdBuilder::new(BIN).demo().data_dir(dir.path()).start().unwrap();
+    let tok = token(first.data_v4(), 600).unwrap();
+    let creds_before = get(first.data_v4(), "/latest/meta-data/iam/security-credentials/demo-role", &[]).unwrap().text();
+    drop(first); // SIGKILL: no clean shutdown
+
+    let second = ImdsdBuilder::new(BIN).demo().data_dir(dir.path()).start().unwrap();
+    let r = get(second.data_v4(), "/latest/meta-data/instance-id", &[&format!("X-aws-ec2-metadata-token: {tok}")]).unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "i-0123456789abcdef0"));
+    // Still exactly one instance owns 127.0.0.1, and it is the same one.
+    let listing = get(second.data_v4(), "/latest/meta-data/network/interfaces/macs/", &[]).unwrap().text();
+    assert_eq!(listing.lines().count(), 1, "{listing}");
+    assert!(!creds_before.is_empty());
+}
+
+#[test]
+fn a_clean_sigterm_exits_zero_and_the_store_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = ImdsdBuilder::new(BIN).demo().data_dir(dir.path()).start().unwrap();
+    assert_eq!(first.terminate().unwrap(), Some(0));
+    let second = ImdsdBuilder::new(BIN).data_dir(dir.path()).start().unwrap();
+    let r = get(second.data_v4(), "/latest/meta-data/instance-id", &[]).unwrap();
+    assert_eq!(r.text(), "i-0123456789abcdef0", "the demo instance persisted without --demo");
+}
+
+#[test]
+fn a_bad_config_file_is_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "[data_plane]\nlisten_on = []\n").unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(dir.path().join("d"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown field `listen_on`") && err.contains("bad.toml"), "{err}");
+}
