@@ -1,0 +1,1353 @@
+//! The metadata tree of one instance, rendered once into an immutable lookup
+//! structure.
+//!
+//! Owns what exists under a version root (`meta-data/…`, `dynamic/…`,
+//! `user-data`) for an [`InstanceRecord`], the bodies of every leaf, and the
+//! directory listings (data-plane.md §7, categories.md). A request does one
+//! path normalisation ([`crate::path`]) and one hash lookup here; bodies are
+//! [`Bytes`], so answering clones a reference count, not the data. It does
+//! not own the JSON layouts ([`crate::docs`]), the v1/v2 policy or statuses
+//! (the HTTP service), nor where credentials come from ([`RenderInputs`]).
+//!
+//! Listings are never written by hand: [`TreeBuilder`] derives every
+//! directory from the leaves inserted below it, so a listing cannot show an
+//! entry that answers 404 and a directory with no children does not exist.
+//! Entries are in byte order of their names; the documented exceptions are
+//! expressed as [`TreeBuilder::rank`] (MAC directories by device number) and
+//! [`TreeBuilder::label`] (`0=<key name>` under `public-keys/`, `dynamic` and
+//! `meta-data` without a slash in the version root listing).
+
+use crate::docs;
+use crate::responses::TEXT_PLAIN;
+use bytes::Bytes;
+use imds_core::instance::{ip_hostname, is_imds_tag_key, public_hostname};
+use imds_core::{InstanceRecord, NetworkInterface, RoleCredentials};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+
+/// Content type of `user-data` (README ambiguity 6: the official mock's
+/// choice; every other node is [`TEXT_PLAIN`]).
+pub const USER_DATA_CONTENT_TYPE: &str = "application/octet-stream";
+
+/// Role name of the instance identity credentials
+/// (`identity-credentials/ec2/security-credentials/ec2-instance`).
+pub const IDENTITY_ROLE_NAME: &str = "ec2-instance";
+
+/// Value of `meta-data/metrics/vhostmd`, a legacy placeholder.
+const VHOSTMD: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>";
+
+/// One node of the tree.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Node {
+    /// A leaf value; body is served as is.
+    Leaf {
+        /// The exact response body.
+        body: Bytes,
+        /// `Content-Type` of the response.
+        content_type: &'static str,
+    },
+    /// A directory listing (children one per line, sub-directories with
+    /// trailing '/', no trailing newline).
+    Dir(Bytes),
+    /// `iam/security-credentials/<role>`: two credential sets, chosen by
+    /// whether the request carried a valid token (data-plane.md §8).
+    RoleCredentials {
+        /// Served to token-less (IMDSv1) requests.
+        imdsv1: Bytes,
+        /// Served to token-authenticated (IMDSv2) requests.
+        imdsv2: Bytes,
+    },
+}
+
+impl Node {
+    /// The response body for a request that did (`imdsv2 = true`) or did
+    /// not carry a valid token; only role credentials differ.
+    pub fn body(&self, imdsv2: bool) -> &Bytes {
+        match self {
+            Node::Leaf { body, .. } | Node::Dir(body) => body,
+            Node::RoleCredentials { imdsv1, imdsv2: v2 } => {
+                if imdsv2 {
+                    v2
+                } else {
+                    imdsv1
+                }
+            }
+        }
+    }
+
+    /// The response `Content-Type`.
+    pub fn content_type(&self) -> &'static str {
+        match self {
+            Node::Leaf { content_type, .. } => content_type,
+            Node::Dir(_) | Node::RoleCredentials { .. } => TEXT_PLAIN,
+        }
+    }
+}
+
+impl fmt::Debug for Node {
+    /// Credential bodies hold secrets and never reach logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Node::Leaf { body, content_type } => f
+                .debug_struct("Leaf")
+                .field("body", body)
+                .field("content_type", content_type)
+                .finish(),
+            Node::Dir(listing) => f.debug_tuple("Dir").field(listing).finish(),
+            Node::RoleCredentials { .. } => f.write_str("RoleCredentials(<redacted>)"),
+        }
+    }
+}
+
+/// What the record alone does not say: the current credential sets and the
+/// time to stamp on documents that have no time of their own.
+#[derive(Debug, Clone, Copy)]
+pub struct RenderInputs<'a> {
+    /// Role credentials for IMDSv1 callers. `None` while the instance has a
+    /// profile => the credentials.md §3.1 error document (200, `Code` !=
+    /// `Success`) for that role.
+    pub role_credentials_v1: Option<&'a RoleCredentials>,
+    /// Role credentials for IMDSv2 callers; `None` as for v1.
+    pub role_credentials_v2: Option<&'a RoleCredentials>,
+    /// Credentials of `identity-credentials/ec2/security-credentials/ec2-instance`;
+    /// `None` => the same error-document treatment.
+    pub identity_credentials: Option<&'a RoleCredentials>,
+    /// Now, Unix seconds: `LastUpdated` of error documents, and of info
+    /// documents when no credentials exist yet.
+    pub now_secs: u64,
+}
+
+/// Immutable, pre-rendered tree of one instance: a request does one
+/// normalisation and one hash lookup, no allocation beyond the response.
+#[derive(Clone, Default)]
+pub struct MetadataTree {
+    nodes: HashMap<Box<str>, Node>,
+}
+
+impl fmt::Debug for MetadataTree {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MetadataTree")
+            .field("nodes", &self.nodes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MetadataTree {
+    /// Renders every path of `record` (categories.md), with credentials and
+    /// time from `inputs`.
+    pub fn render(record: &InstanceRecord, inputs: &RenderInputs<'_>) -> MetadataTree {
+        let mut b = TreeBuilder::new();
+        render_meta_data(&mut b, record, inputs);
+        render_dynamic(&mut b, record);
+        if let Some(user_data) = record.user_data.as_deref().filter(|u| !u.is_empty()) {
+            b.binary(
+                "user-data",
+                Bytes::copy_from_slice(user_data),
+                USER_DATA_CONTENT_TYPE,
+            );
+        }
+        // The version root lists its trees without slashes (data-plane.md §2.1).
+        b.label("meta-data", "meta-data");
+        b.label("dynamic", "dynamic");
+        b.build()
+    }
+
+    /// The node at `tree_path`, as produced by
+    /// [`Route::Tree`](crate::path::Route::Tree) (`""` is the version root).
+    pub fn get(&self, tree_path: &str) -> Option<&Node> {
+        self.nodes.get(tree_path)
+    }
+
+    /// Every path that answers 200, in no particular order (tests, crawls).
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.nodes.keys().map(AsRef::as_ref)
+    }
+
+    /// Number of nodes, directories included.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the tree has no node at all (not even the version root).
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+}
+
+/// Builds a [`MetadataTree`] from leaves; directories and their listings are
+/// derived in [`TreeBuilder::build`].
+///
+/// Paths are tree paths (`meta-data/placement/region`): segments separated by
+/// single `/`, none empty, `.` or `..`, none containing a control character
+/// (a newline would split a listing entry). A path breaking these rules is
+/// skipped with a warning rather than served, since it could not be listed
+/// or reached. Inserting the same path twice keeps the last value.
+#[derive(Default)]
+pub struct TreeBuilder {
+    leaves: BTreeMap<String, Node>,
+    labels: HashMap<String, String>,
+    ranks: HashMap<String, u64>,
+}
+
+impl TreeBuilder {
+    /// An empty builder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A `text/plain` leaf.
+    pub fn leaf(&mut self, path: &str, body: impl Into<Bytes>) -> &mut Self {
+        self.binary(path, body, TEXT_PLAIN)
+    }
+
+    /// A JSON document leaf; served as `text/plain` like every IMDS document
+    /// (data-plane.md §7.1). Separate from [`TreeBuilder::leaf`] so callers
+    /// say what they insert.
+    pub fn json(&mut self, path: &str, body: String) -> &mut Self {
+        self.leaf(path, body)
+    }
+
+    /// A leaf with its own content type.
+    pub fn binary(
+        &mut self,
+        path: &str,
+        body: impl Into<Bytes>,
+        content_type: &'static str,
+    ) -> &mut Self {
+        let node = Node::Leaf {
+            body: body.into(),
+            content_type,
+        };
+        self.insert(path, node)
+    }
+
+    /// A role-credentials leaf with its IMDSv1 and IMDSv2 documents.
+    pub fn role_credentials(&mut self, path: &str, imdsv1: String, imdsv2: String) -> &mut Self {
+        let node = Node::RoleCredentials {
+            imdsv1: imdsv1.into(),
+            imdsv2: imdsv2.into(),
+        };
+        self.insert(path, node)
+    }
+
+    /// Shows `path` in its parent's listing as `label` instead of its name
+    /// (plus `/` for a directory). Has no effect unless `path` exists; a
+    /// label with a control character is ignored.
+    pub fn label(&mut self, path: &str, label: impl Into<String>) -> &mut Self {
+        let label = label.into();
+        if label.chars().any(char::is_control) {
+            tracing::warn!(path, "listing label with a control character ignored");
+        } else {
+            self.labels.insert(path.to_owned(), label);
+        }
+        self
+    }
+
+    /// Orders `path` among its siblings by `rank` first, then by name
+    /// (unranked entries have rank 0).
+    pub fn rank(&mut self, path: &str, rank: u64) -> &mut Self {
+        self.ranks.insert(path.to_owned(), rank);
+        self
+    }
+
+    fn insert(&mut self, path: &str, node: Node) -> &mut Self {
+        if is_valid_tree_path(path) {
+            self.leaves.insert(path.to_owned(), node);
+        } else {
+            tracing::warn!(
+                path,
+                "metadata path with an empty, dot or control segment skipped"
+            );
+        }
+        self
+    }
+
+    /// Derives every directory and its listing and freezes the tree.
+    ///
+    /// A leaf whose path is also a directory (`a` and `a/b` both inserted) is
+    /// dropped with a warning: the directory wins, so both the listing and
+    /// the lookup agree.
+    pub fn build(self) -> MetadataTree {
+        let TreeBuilder {
+            mut leaves,
+            labels,
+            ranks,
+        } = self;
+
+        let mut dirs: BTreeSet<&str> = BTreeSet::new();
+        for path in leaves.keys() {
+            let mut p = path.as_str();
+            while let Some((parent, _)) = p.rsplit_once('/') {
+                dirs.insert(parent);
+                p = parent;
+            }
+            dirs.insert("");
+        }
+        let shadowed: Vec<String> = leaves
+            .keys()
+            .filter(|p| dirs.contains(p.as_str()))
+            .cloned()
+            .collect();
+        for path in &shadowed {
+            tracing::warn!(
+                path = path.as_str(),
+                "metadata leaf shadowed by a directory dropped"
+            );
+            leaves.remove(path);
+        }
+
+        // Children of each directory: (child path, is a directory).
+        let mut children: BTreeMap<String, BTreeSet<(String, bool)>> = BTreeMap::new();
+        for path in leaves.keys() {
+            let mut child = path.as_str();
+            let mut child_is_dir = false;
+            loop {
+                let parent = child.rsplit_once('/').map_or("", |(parent, _)| parent);
+                let fresh = children
+                    .entry(parent.to_owned())
+                    .or_default()
+                    .insert((child.to_owned(), child_is_dir));
+                if !fresh || parent.is_empty() {
+                    break;
+                }
+                child = parent;
+                child_is_dir = true;
+            }
+        }
+
+        let mut nodes: HashMap<Box<str>, Node> =
+            HashMap::with_capacity(leaves.len() + children.len());
+        for (dir, entries) in children {
+            let mut entries: Vec<(String, bool)> = entries.into_iter().collect();
+            entries.sort_by(|(a, _), (b, _)| {
+                let rank = |p: &str| ranks.get(p).copied().unwrap_or(0);
+                (rank(a), name_of(a)).cmp(&(rank(b), name_of(b)))
+            });
+            let mut listing = String::new();
+            for (i, (child, is_dir)) in entries.iter().enumerate() {
+                if i > 0 {
+                    listing.push('\n');
+                }
+                match labels.get(child) {
+                    Some(label) => listing.push_str(label),
+                    None => {
+                        listing.push_str(name_of(child));
+                        if *is_dir {
+                            listing.push('/');
+                        }
+                    }
+                }
+            }
+            nodes.insert(dir.into_boxed_str(), Node::Dir(listing.into()));
+        }
+        for (path, node) in leaves {
+            nodes.insert(path.into_boxed_str(), node);
+        }
+        MetadataTree { nodes }
+    }
+}
+
+/// Last segment of a tree path.
+fn name_of(path: &str) -> &str {
+    path.rsplit_once('/').map_or(path, |(_, name)| name)
+}
+
+fn is_valid_tree_path(path: &str) -> bool {
+    path.split('/').all(|segment| {
+        !segment.is_empty()
+            && segment != "."
+            && segment != ".."
+            && !segment.chars().any(char::is_control)
+    })
+}
+
+/// `meta-data/<sub>`
+fn md(sub: &str) -> String {
+    format!("meta-data/{sub}")
+}
+
+/// Newline-separated values, `None` when there are none (the leaf is then
+/// absent rather than empty).
+fn lines<T: fmt::Display>(items: impl IntoIterator<Item = T>) -> Option<String> {
+    let mut out = String::new();
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&item.to_string());
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+fn render_meta_data(b: &mut TreeBuilder, r: &InstanceRecord, inputs: &RenderInputs<'_>) {
+    // Instance identity and image (categories.md §2.1).
+    b.leaf(&md("ami-id"), r.image_id.clone());
+    b.leaf(&md("ami-launch-index"), r.ami_launch_index.to_string());
+    b.leaf(&md("ami-manifest-path"), "(unknown)");
+    b.leaf(&md("instance-action"), "none");
+    b.leaf(&md("instance-id"), r.instance_id.to_string());
+    b.leaf(&md("instance-life-cycle"), r.instance_life_cycle.clone());
+    b.leaf(&md("instance-type"), r.instance_type.clone());
+    if let Some(kernel) = r.kernel_id.as_deref().filter(|k| !k.is_empty()) {
+        b.leaf(&md("kernel-id"), kernel.to_owned());
+    }
+    if let Some(ramdisk) = r.ramdisk_id.as_deref().filter(|k| !k.is_empty()) {
+        b.leaf(&md("ramdisk-id"), ramdisk.to_owned());
+    }
+    if let Some(codes) = lines(&r.product_codes) {
+        b.leaf(&md("product-codes"), codes);
+    }
+    b.leaf(&md("reservation-id"), r.reservation_id.clone());
+    let profile = if r.kernel_id.is_some() {
+        "default-paravirtual"
+    } else {
+        "default-hvm"
+    };
+    b.leaf(&md("profile"), profile);
+    b.leaf(&md("system"), "nitro");
+    b.leaf(&md("metrics/vhostmd"), VHOSTMD);
+    if let Some(groups) = lines(r.security_groups().iter().map(|g| &g.name)) {
+        b.leaf(&md("security-groups"), groups);
+    }
+
+    // Hostnames and addresses of device 0 (§2.2).
+    let local_hostname = r.local_hostname();
+    b.leaf(&md("hostname"), local_hostname.clone());
+    b.leaf(&md("local-hostname"), local_hostname);
+    if let Some(ip) = r.private_ipv4() {
+        b.leaf(&md("local-ipv4"), ip.to_string());
+    }
+    if let Some(ip) = r.ipv6() {
+        b.leaf(&md("ipv6"), ip.to_string());
+    }
+    if let Some(ip) = r.public_ipv4() {
+        b.leaf(&md("public-ipv4"), ip.to_string());
+    }
+    if let Some(name) = r.public_hostname() {
+        b.leaf(&md("public-hostname"), name);
+    }
+    if let Some(primary) = r.primary_interface() {
+        b.leaf(&md("mac"), primary.mac.clone());
+    }
+
+    // Block devices (§2.3) and events (§2.4; README ambiguity 15).
+    for device in &r.block_devices {
+        b.leaf(
+            &md(&format!("block-device-mapping/{}", device.name)),
+            device.device.clone(),
+        );
+    }
+    b.json(&md("events/maintenance/history"), "[]".to_owned());
+    b.json(&md("events/maintenance/scheduled"), "[]".to_owned());
+
+    render_credentials(b, r, inputs);
+
+    for nic in &r.network_interfaces {
+        render_interface(b, r, nic);
+    }
+
+    // Placement and services (§2.7).
+    let p = &r.placement;
+    b.leaf(
+        &md("placement/availability-zone"),
+        p.availability_zone.clone(),
+    );
+    b.leaf(
+        &md("placement/availability-zone-id"),
+        p.availability_zone_id.clone(),
+    );
+    b.leaf(&md("placement/region"), p.region.clone());
+    if let Some(group) = p.group_name.as_deref().filter(|g| !g.is_empty()) {
+        b.leaf(&md("placement/group-name"), group.to_owned());
+    }
+    if let Some(partition) = p.partition_number {
+        b.leaf(&md("placement/partition-number"), partition.to_string());
+    }
+    if let Some(host) = p.host_id.as_deref().filter(|h| !h.is_empty()) {
+        b.leaf(&md("placement/host-id"), host.to_owned());
+    }
+    b.leaf(&md("services/domain"), r.domain());
+    b.leaf(&md("services/partition"), r.partition());
+
+    // Public keys (§2.8): listed as `0=<name>`, key followed by its name.
+    if let Some(key) = &r.key {
+        b.leaf(
+            &md("public-keys/0/openssh-key"),
+            format!("{} {}", key.openssh_key, key.name),
+        );
+        b.label(&md("public-keys/0"), format!("0={}", key.name));
+    }
+
+    // Tags (§2.10): only when enabled, only keys IMDS can expose.
+    if r.metadata_options.instance_metadata_tags.is_enabled() {
+        for (key, value) in &r.tags {
+            if is_imds_tag_key(key) {
+                b.leaf(&md(&format!("tags/instance/{key}")), value.clone());
+            }
+        }
+    }
+}
+
+/// IAM role and instance identity credentials (categories.md §2.5,
+/// credentials.md).
+fn render_credentials(b: &mut TreeBuilder, r: &InstanceRecord, inputs: &RenderInputs<'_>) {
+    let now = inputs.now_secs;
+    if let Some(profile) = &r.iam_instance_profile {
+        let role = profile.role_name.as_str();
+        let document = |creds: Option<&RoleCredentials>| match creds {
+            Some(c) => docs::role_credentials(c),
+            None => docs::credentials_error(role, now),
+        };
+        let last_updated = inputs
+            .role_credentials_v2
+            .or(inputs.role_credentials_v1)
+            .map_or(now, |c| c.last_updated);
+        b.json(&md("iam/info"), docs::iam_info(profile, last_updated));
+        b.role_credentials(
+            &md(&format!("iam/security-credentials/{role}")),
+            document(inputs.role_credentials_v1),
+            document(inputs.role_credentials_v2),
+        );
+    }
+
+    let identity = inputs.identity_credentials;
+    let last_updated = identity.map_or(now, |c| c.last_updated);
+    b.json(
+        &md("identity-credentials/ec2/info"),
+        docs::identity_credentials_info(&r.owner_id, last_updated),
+    );
+    let document = match identity {
+        Some(c) => docs::role_credentials(c),
+        None => docs::credentials_error(IDENTITY_ROLE_NAME, now),
+    };
+    b.json(
+        &md(&format!(
+            "identity-credentials/ec2/security-credentials/{IDENTITY_ROLE_NAME}"
+        )),
+        document,
+    );
+}
+
+/// `network/interfaces/macs/<mac>/…` of one interface (categories.md §2.6);
+/// each key only when it has data.
+fn render_interface(b: &mut TreeBuilder, r: &InstanceRecord, nic: &NetworkInterface) {
+    let dir = md(&format!("network/interfaces/macs/{}", nic.mac));
+    b.rank(&dir, u64::from(nic.device_index));
+    let at = |key: &str| format!("{dir}/{key}");
+
+    b.leaf(&at("device-number"), nic.device_index.to_string());
+    b.leaf(&at("interface-id"), nic.interface_id.clone());
+    b.leaf(&at("mac"), nic.mac.clone());
+    b.leaf(&at("network-card"), nic.network_card_index.to_string());
+    b.leaf(
+        &at("network-card-index"),
+        nic.network_card_index.to_string(),
+    );
+    b.leaf(&at("owner-id"), nic.owner_id.clone());
+    b.leaf(&at("subnet-id"), nic.subnet_id.clone());
+    b.leaf(&at("vpc-id"), nic.vpc_id.clone());
+
+    let suffix = r.private_dns_suffix();
+    let local_hostname = match nic.private_ipv4s.first() {
+        Some(ip) => ip_hostname(*ip, &suffix),
+        None => format!("{}.{suffix}", r.instance_id),
+    };
+    b.leaf(&at("local-hostname"), local_hostname);
+
+    let optional = [
+        ("local-ipv4s", lines(&nic.private_ipv4s)),
+        ("ipv6s", lines(&nic.ipv6s)),
+        ("ipv4-prefix", lines(&nic.ipv4_prefixes)),
+        ("ipv6-prefix", lines(&nic.ipv6_prefixes)),
+        (
+            "subnet-ipv4-cidr-block",
+            nic.subnet_ipv4_cidr.map(|c| c.to_string()),
+        ),
+        ("subnet-ipv6-cidr-blocks", lines(&nic.subnet_ipv6_cidrs)),
+        (
+            "vpc-ipv4-cidr-block",
+            nic.vpc_ipv4_cidrs.first().map(|c| c.to_string()),
+        ),
+        ("vpc-ipv4-cidr-blocks", lines(&nic.vpc_ipv4_cidrs)),
+        ("vpc-ipv6-cidr-blocks", lines(&nic.vpc_ipv6_cidrs)),
+        (
+            "security-groups",
+            lines(nic.security_groups.iter().map(|g| &g.name)),
+        ),
+        (
+            "security-group-ids",
+            lines(nic.security_groups.iter().map(|g| &g.id)),
+        ),
+    ];
+    for (key, value) in optional {
+        if let Some(value) = value {
+            b.leaf(&at(key), value);
+        }
+    }
+
+    if let Some(public) = nic.public_ipv4 {
+        b.leaf(&at("public-ipv4s"), public.to_string());
+        b.leaf(
+            &at("public-hostname"),
+            public_hostname(public, &r.placement.region),
+        );
+        if let Some(private) = nic.private_ipv4s.first() {
+            b.leaf(
+                &at(&format!("ipv4-associations/{public}")),
+                private.to_string(),
+            );
+        }
+    }
+}
+
+fn render_dynamic(b: &mut TreeBuilder, r: &InstanceRecord) {
+    let monitoring = if r.monitoring { "enabled" } else { "disabled" };
+    b.leaf("dynamic/fws/instance-monitoring", monitoring);
+    b.json(
+        "dynamic/instance-identity/document",
+        docs::identity_document(r),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imds_core::sample::sample_instance;
+    use imds_core::{Enabled, InstanceId, PublicKey, SecurityGroup};
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn sample() -> InstanceRecord {
+        let id = InstanceId::parse("i-1234567890abcdef0").unwrap();
+        sample_instance(id, Ipv4Addr::new(172, 16, 34, 43), None)
+    }
+
+    fn creds(key: &str, at: u64) -> RoleCredentials {
+        RoleCredentials {
+            access_key_id: key.into(),
+            secret_access_key: format!("secret-of-{key}"),
+            token: format!("token-of-{key}"),
+            last_updated: at,
+            expiration: at + 6 * 3600,
+        }
+    }
+
+    const NOW: u64 = 1_700_000_100;
+
+    fn render_with_creds(r: &InstanceRecord) -> MetadataTree {
+        let v1 = creds("ASIAV1", 1_700_000_000);
+        let v2 = creds("ASIAV2", 1_700_000_050);
+        let id = creds("ASIAID", 1_700_000_010);
+        let inputs = RenderInputs {
+            role_credentials_v1: Some(&v1),
+            role_credentials_v2: Some(&v2),
+            identity_credentials: Some(&id),
+            now_secs: NOW,
+        };
+        MetadataTree::render(r, &inputs)
+    }
+
+    fn render_without_creds(r: &InstanceRecord) -> MetadataTree {
+        let inputs = RenderInputs {
+            role_credentials_v1: None,
+            role_credentials_v2: None,
+            identity_credentials: None,
+            now_secs: NOW,
+        };
+        MetadataTree::render(r, &inputs)
+    }
+
+    fn text(tree: &MetadataTree, path: &str) -> String {
+        let node = tree.get(path).unwrap_or_else(|| panic!("{path} missing"));
+        String::from_utf8(node.body(true).to_vec()).unwrap()
+    }
+
+    /// An instance with no role, no key, no public IP, no user data, one
+    /// interface, IPv4 only.
+    fn bare() -> InstanceRecord {
+        let mut r = sample();
+        r.iam_instance_profile = None;
+        r.key = None;
+        r.user_data = None;
+        for n in &mut r.network_interfaces {
+            n.public_ipv4 = None;
+        }
+        r
+    }
+
+    /// Tags enabled, including keys IMDS cannot expose and an empty value.
+    fn tagged() -> InstanceRecord {
+        let mut r = sample();
+        r.metadata_options.instance_metadata_tags = Enabled::Enabled;
+        r.tags.insert("has space".into(), "x".into());
+        r.tags.insert("a/b".into(), "x".into());
+        r.tags.insert("_index".into(), "x".into());
+        r.tags
+            .insert("aws:autoscaling:groupName".into(), "asg".into());
+        r.tags.insert("Empty".into(), String::new());
+        r
+    }
+
+    /// Two interfaces whose MACs sort opposite to their device numbers,
+    /// IPv6 addresses and delegated prefixes on both.
+    fn dual_stack() -> InstanceRecord {
+        let id = InstanceId::parse("i-0123456789abcdef0").unwrap();
+        let mut r = sample_instance(
+            id,
+            Ipv4Addr::new(10, 0, 0, 12),
+            Some("2001:db8:1234:1a00::12".parse().unwrap()),
+        );
+        let primary = &mut r.network_interfaces[0];
+        primary.mac = "0e:ff:00:00:00:01".into();
+        primary.private_ipv4s.push(Ipv4Addr::new(10, 0, 0, 13));
+        primary.ipv4_prefixes = vec!["10.1.1.0/28".parse().unwrap()];
+        primary.ipv6_prefixes = vec!["2001:db8:1:2::/80".parse().unwrap()];
+        primary
+            .vpc_ipv4_cidrs
+            .push("100.64.0.0/16".parse().unwrap());
+        primary.security_groups.push(SecurityGroup {
+            id: "sg-0000000000000000a".into(),
+            name: "ssh".into(),
+        });
+        let mut second = primary.clone();
+        second.mac = "0e:00:00:00:00:02".into();
+        second.device_index = 1;
+        second.network_card_index = 1;
+        second.interface_id = "eni-00000000000000002".into();
+        second.private_ipv4s = Vec::new();
+        second.public_ipv4 = None;
+        second.ipv6s = vec!["2001:db8:1234:1a00::99".parse().unwrap()];
+        second.subnet_ipv4_cidr = None;
+        r.network_interfaces.push(second);
+        r
+    }
+
+    /// An IPv6-only instance: no private IPv4 anywhere.
+    fn ipv6_only() -> InstanceRecord {
+        let id = InstanceId::parse("i-0123456789abcdef1").unwrap();
+        let mut r = sample_instance(id, Ipv4Addr::UNSPECIFIED, Some(Ipv6Addr::LOCALHOST));
+        for n in &mut r.network_interfaces {
+            n.private_ipv4s.clear();
+            n.public_ipv4 = None;
+            n.subnet_ipv4_cidr = None;
+        }
+        r
+    }
+
+    fn fixtures() -> Vec<(&'static str, MetadataTree)> {
+        let mut with_user_data = sample();
+        with_user_data.user_data = Some(b"#!/bin/sh\necho hi\n".to_vec());
+        vec![
+            ("sample", render_with_creds(&sample())),
+            (
+                "sample without credentials",
+                render_without_creds(&sample()),
+            ),
+            ("bare", render_with_creds(&bare())),
+            ("tagged", render_with_creds(&tagged())),
+            ("dual stack", render_with_creds(&dual_stack())),
+            ("ipv6 only", render_with_creds(&ipv6_only())),
+            ("user data", render_with_creds(&with_user_data)),
+        ]
+    }
+
+    /// Follows listings from the version root like cloud-init does from
+    /// `meta-data`: every entry must resolve, directories carry a slash
+    /// except the documented exceptions, and nothing is left unreachable.
+    fn crawl(name: &str, tree: &MetadataTree) {
+        let mut seen = BTreeSet::new();
+        let mut queue = vec![String::new()];
+        seen.insert(String::new());
+        while let Some(dir) = queue.pop() {
+            let Some(Node::Dir(listing)) = tree.get(&dir) else {
+                panic!("{name}: {dir:?} is not a directory");
+            };
+            let listing = std::str::from_utf8(listing).unwrap();
+            assert!(!listing.is_empty(), "{name}: empty listing at {dir:?}");
+            for entry in listing.split('\n') {
+                assert!(!entry.is_empty(), "{name}: empty entry in {dir:?}");
+                let (segment, claims_dir) = match entry.split_once('=') {
+                    // cloud-init turns `0=name` into `0/`.
+                    Some((index, _)) if dir == "meta-data/public-keys" => (index, true),
+                    _ => match entry.strip_suffix('/') {
+                        Some(d) => (d, true),
+                        // The version root lists its two trees without a slash.
+                        None => (
+                            entry,
+                            dir.is_empty() && matches!(entry, "dynamic" | "meta-data"),
+                        ),
+                    },
+                };
+                let child = if dir.is_empty() {
+                    segment.to_owned()
+                } else {
+                    format!("{dir}/{segment}")
+                };
+                let node = tree
+                    .get(&child)
+                    .unwrap_or_else(|| panic!("{name}: listed {child:?} is 404"));
+                assert_eq!(
+                    matches!(node, Node::Dir(_)),
+                    claims_dir,
+                    "{name}: {child:?} listed as {entry:?}"
+                );
+                if seen.insert(child.clone()) && claims_dir {
+                    queue.push(child);
+                }
+            }
+        }
+        let all: BTreeSet<String> = tree.paths().map(str::to_owned).collect();
+        let orphans: Vec<_> = all.difference(&seen).collect();
+        assert!(orphans.is_empty(), "{name}: unreachable {orphans:?}");
+    }
+
+    #[test]
+    fn crawl_reaches_every_node_and_every_listed_entry_answers() {
+        for (name, tree) in fixtures() {
+            crawl(name, &tree);
+        }
+    }
+
+    #[test]
+    fn no_body_ends_with_a_newline() {
+        for (name, tree) in fixtures() {
+            for path in tree.paths().filter(|p| *p != "user-data") {
+                let node = tree.get(path).unwrap();
+                for v2 in [false, true] {
+                    let body = node.body(v2);
+                    assert!(!body.ends_with(b"\n"), "{name}: {path} ends with a newline");
+                    assert!(
+                        !body.starts_with(b"\n"),
+                        "{name}: {path} starts with a newline"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn top_level_listing_matches_a_real_nitro_instance() {
+        let tree = render_with_creds(&sample());
+        let expected = "ami-id\nami-launch-index\nami-manifest-path\nblock-device-mapping/\nevents/\nhostname\niam/\nidentity-credentials/\ninstance-action\ninstance-id\ninstance-life-cycle\ninstance-type\nlocal-hostname\nlocal-ipv4\nmac\nmetrics/\nnetwork/\nplacement/\nprofile\npublic-hostname\npublic-ipv4\npublic-keys/\nreservation-id\nsecurity-groups\nservices/\nsystem";
+        assert_eq!(text(&tree, "meta-data"), expected);
+    }
+
+    #[test]
+    fn absent_categories_leave_the_listing_and_answer_404() {
+        let tree = render_with_creds(&bare());
+        let listing = text(&tree, "meta-data");
+        for gone in [
+            "iam/",
+            "public-keys/",
+            "public-hostname",
+            "public-ipv4",
+            "tags/",
+            "ipv6",
+        ] {
+            assert!(!listing.split('\n').any(|e| e == gone), "{gone} listed");
+        }
+        for path in [
+            "meta-data/iam",
+            "meta-data/iam/info",
+            "meta-data/iam/security-credentials",
+            "meta-data/public-keys",
+            "meta-data/public-keys/0/openssh-key",
+            "meta-data/public-ipv4",
+            "meta-data/public-hostname",
+            "meta-data/ipv6",
+            "meta-data/kernel-id",
+            "meta-data/ramdisk-id",
+            "meta-data/product-codes",
+            "meta-data/placement/group-name",
+            "meta-data/spot",
+            "meta-data/network/interfaces/macs/0e:49:61:0f:c3:11/ipv4-associations",
+            "meta-data/network/interfaces/macs/0e:49:61:0f:c3:11/public-ipv4s",
+            "meta-data/network/interfaces/macs/0e:49:61:0f:c3:11/ipv6s",
+            "user-data",
+        ] {
+            assert!(tree.get(path).is_none(), "{path} should be 404");
+        }
+        // Identity credentials exist without an instance profile.
+        assert!(
+            tree.get("meta-data/identity-credentials/ec2/info")
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn version_root_lists_trees_without_slashes() {
+        assert_eq!(
+            text(&render_with_creds(&sample()), ""),
+            "dynamic\nmeta-data"
+        );
+        let mut r = sample();
+        r.user_data = Some(b"x".to_vec());
+        assert_eq!(
+            text(&render_with_creds(&r), ""),
+            "dynamic\nmeta-data\nuser-data"
+        );
+    }
+
+    #[test]
+    fn dynamic_tree_lists_and_serves_its_documents() {
+        let r = sample();
+        let tree = render_with_creds(&r);
+        assert_eq!(text(&tree, "dynamic"), "fws/\ninstance-identity/");
+        assert_eq!(text(&tree, "dynamic/fws"), "instance-monitoring");
+        assert_eq!(text(&tree, "dynamic/fws/instance-monitoring"), "disabled");
+        assert_eq!(
+            text(&tree, "dynamic/instance-identity/document"),
+            docs::identity_document(&r)
+        );
+    }
+
+    #[test]
+    fn user_data_round_trips_every_byte_value() {
+        let mut r = sample();
+        let bytes: Vec<u8> = (0..=255u8).collect();
+        r.user_data = Some(bytes.clone());
+        let tree = render_with_creds(&r);
+        let node = tree.get("user-data").unwrap();
+        assert_eq!(node.body(false).as_ref(), bytes.as_slice());
+        assert_eq!(node.content_type(), USER_DATA_CONTENT_TYPE);
+    }
+
+    #[test]
+    fn empty_user_data_is_absent() {
+        let mut r = sample();
+        r.user_data = Some(Vec::new());
+        let tree = render_with_creds(&r);
+        assert!(tree.get("user-data").is_none());
+        assert_eq!(text(&tree, ""), "dynamic\nmeta-data");
+    }
+
+    #[test]
+    fn everything_but_user_data_is_text_plain() {
+        let mut r = tagged();
+        r.user_data = Some(b"x".to_vec());
+        let tree = render_with_creds(&r);
+        for path in tree.paths().filter(|p| *p != "user-data") {
+            assert_eq!(tree.get(path).unwrap().content_type(), TEXT_PLAIN, "{path}");
+        }
+    }
+
+    #[test]
+    fn tags_disabled_means_no_tags_at_all() {
+        let mut r = tagged();
+        r.metadata_options.instance_metadata_tags = Enabled::Disabled;
+        let tree = render_with_creds(&r);
+        assert!(tree.paths().all(|p| !p.starts_with("meta-data/tags")));
+        assert!(!text(&tree, "meta-data").contains("tags"));
+    }
+
+    #[test]
+    fn tags_enabled_lists_valid_keys_in_byte_order() {
+        let tree = render_with_creds(&tagged());
+        assert_eq!(text(&tree, "meta-data/tags"), "instance/");
+        assert_eq!(
+            text(&tree, "meta-data/tags/instance"),
+            "Empty\nEnvironment\nName\naws:autoscaling:groupName"
+        );
+        assert_eq!(text(&tree, "meta-data/tags/instance/Name"), "demo-instance");
+        assert_eq!(text(&tree, "meta-data/tags/instance/Empty"), "");
+        assert!(tree.get("meta-data/tags/instance/_index").is_none());
+        assert!(tree.get("meta-data/tags/instance/has space").is_none());
+        assert!(tree.get("meta-data/tags/instance/a").is_none());
+    }
+
+    #[test]
+    fn tags_enabled_without_valid_keys_is_absent() {
+        let mut r = sample();
+        r.metadata_options.instance_metadata_tags = Enabled::Enabled;
+        r.tags.clear();
+        r.tags.insert("bad key".into(), "v".into());
+        let tree = render_with_creds(&r);
+        assert!(tree.get("meta-data/tags").is_none());
+    }
+
+    #[test]
+    fn public_keys_use_the_index_equals_name_form() {
+        let tree = render_with_creds(&sample());
+        assert_eq!(text(&tree, "meta-data/public-keys"), "0=demo-key");
+        assert_eq!(text(&tree, "meta-data/public-keys/0"), "openssh-key");
+        assert_eq!(
+            text(&tree, "meta-data/public-keys/0/openssh-key"),
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHnV3TLlAFs1TcUxAWv9v1n3dtSC0ZjyZ1IFiKxSN8qL demo-key"
+        );
+    }
+
+    #[test]
+    fn key_name_with_a_newline_cannot_break_the_listing() {
+        let mut r = sample();
+        r.key = Some(PublicKey {
+            name: "evil\nname".into(),
+            openssh_key: "ssh-ed25519 AAAA".into(),
+        });
+        let tree = render_with_creds(&r);
+        assert_eq!(text(&tree, "meta-data/public-keys"), "0/");
+        crawl("evil key", &tree);
+    }
+
+    #[test]
+    fn role_listing_shows_the_role_without_slash_and_serves_both_sets() {
+        let tree = render_with_creds(&sample());
+        assert_eq!(text(&tree, "meta-data/iam"), "info\nsecurity-credentials/");
+        assert_eq!(
+            text(&tree, "meta-data/iam/security-credentials"),
+            "demo-role"
+        );
+        let node = tree
+            .get("meta-data/iam/security-credentials/demo-role")
+            .unwrap();
+        let v1 = std::str::from_utf8(node.body(false)).unwrap();
+        let v2 = std::str::from_utf8(node.body(true)).unwrap();
+        assert_eq!(v1, docs::role_credentials(&creds("ASIAV1", 1_700_000_000)));
+        assert_eq!(v2, docs::role_credentials(&creds("ASIAV2", 1_700_000_050)));
+        assert_eq!(node.content_type(), TEXT_PLAIN);
+        assert!(
+            tree.get("meta-data/iam/security-credentials/other-role")
+                .is_none()
+        );
+        // iam/info is stamped with the newest credentials.
+        let info = text(&tree, "meta-data/iam/info");
+        assert!(
+            info.contains("\"LastUpdated\" : \"2023-11-14T22:14:10Z\""),
+            "{info}"
+        );
+    }
+
+    #[test]
+    fn missing_credentials_serve_the_error_document() {
+        let tree = render_without_creds(&sample());
+        let node = tree
+            .get("meta-data/iam/security-credentials/demo-role")
+            .unwrap();
+        for v2 in [false, true] {
+            let body = std::str::from_utf8(node.body(v2)).unwrap();
+            assert_eq!(body, docs::credentials_error("demo-role", NOW));
+        }
+        assert_eq!(
+            text(
+                &tree,
+                "meta-data/identity-credentials/ec2/security-credentials/ec2-instance"
+            ),
+            docs::credentials_error("ec2-instance", NOW)
+        );
+        assert_eq!(
+            text(&tree, "meta-data/identity-credentials/ec2/info"),
+            docs::identity_credentials_info("123456789012", NOW)
+        );
+    }
+
+    #[test]
+    fn identity_credentials_are_listed_and_served() {
+        let tree = render_with_creds(&sample());
+        assert_eq!(text(&tree, "meta-data/identity-credentials"), "ec2/");
+        assert_eq!(
+            text(&tree, "meta-data/identity-credentials/ec2"),
+            "info\nsecurity-credentials/"
+        );
+        assert_eq!(
+            text(
+                &tree,
+                "meta-data/identity-credentials/ec2/security-credentials"
+            ),
+            "ec2-instance"
+        );
+        assert_eq!(
+            text(
+                &tree,
+                "meta-data/identity-credentials/ec2/security-credentials/ec2-instance"
+            ),
+            docs::role_credentials(&creds("ASIAID", 1_700_000_010))
+        );
+    }
+
+    #[test]
+    fn leaves_of_the_sample_instance() {
+        let tree = render_with_creds(&sample());
+        let expected = [
+            ("ami-id", "ami-0a887e401f7654935"),
+            ("ami-launch-index", "0"),
+            ("ami-manifest-path", "(unknown)"),
+            ("block-device-mapping", "ami\nroot"),
+            ("block-device-mapping/ami", "/dev/xvda"),
+            ("block-device-mapping/root", "/dev/xvda"),
+            ("events", "maintenance/"),
+            ("events/maintenance", "history\nscheduled"),
+            ("events/maintenance/history", "[]"),
+            ("events/maintenance/scheduled", "[]"),
+            ("hostname", "ip-172-16-34-43.ec2.internal"),
+            ("local-hostname", "ip-172-16-34-43.ec2.internal"),
+            ("instance-action", "none"),
+            ("instance-id", "i-1234567890abcdef0"),
+            ("instance-life-cycle", "on-demand"),
+            ("instance-type", "m5.large"),
+            ("local-ipv4", "172.16.34.43"),
+            ("mac", "0e:49:61:0f:c3:11"),
+            ("metrics", "vhostmd"),
+            (
+                "metrics/vhostmd",
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>",
+            ),
+            ("network", "interfaces/"),
+            ("network/interfaces", "macs/"),
+            ("network/interfaces/macs", "0e:49:61:0f:c3:11/"),
+            (
+                "placement",
+                "availability-zone\navailability-zone-id\nregion",
+            ),
+            ("placement/availability-zone", "us-east-1a"),
+            ("placement/availability-zone-id", "use1-az4"),
+            ("placement/region", "us-east-1"),
+            ("profile", "default-hvm"),
+            ("public-hostname", "ec2-192-0-2-54.compute-1.amazonaws.com"),
+            ("public-ipv4", "192.0.2.54"),
+            ("reservation-id", "r-1234567890abcdef0"),
+            ("security-groups", "default"),
+            ("services", "domain\npartition"),
+            ("services/domain", "amazonaws.com"),
+            ("services/partition", "aws"),
+            ("system", "nitro"),
+        ];
+        for (path, value) in expected {
+            assert_eq!(text(&tree, &md(path)), value, "{path}");
+        }
+    }
+
+    #[test]
+    fn interface_keys_of_the_sample_instance() {
+        let tree = render_with_creds(&sample());
+        let mac = md("network/interfaces/macs/0e:49:61:0f:c3:11");
+        assert_eq!(
+            text(&tree, &mac),
+            "device-number\ninterface-id\nipv4-associations/\nlocal-hostname\nlocal-ipv4s\nmac\nnetwork-card\nnetwork-card-index\nowner-id\npublic-hostname\npublic-ipv4s\nsecurity-group-ids\nsecurity-groups\nsubnet-id\nsubnet-ipv4-cidr-block\nvpc-id\nvpc-ipv4-cidr-block\nvpc-ipv4-cidr-blocks"
+        );
+        let expected = [
+            ("device-number", "0"),
+            ("interface-id", "eni-1234567890abcdef0"),
+            ("ipv4-associations", "192.0.2.54"),
+            ("ipv4-associations/192.0.2.54", "172.16.34.43"),
+            ("local-hostname", "ip-172-16-34-43.ec2.internal"),
+            ("local-ipv4s", "172.16.34.43"),
+            ("mac", "0e:49:61:0f:c3:11"),
+            ("network-card", "0"),
+            ("network-card-index", "0"),
+            ("owner-id", "123456789012"),
+            ("public-hostname", "ec2-192-0-2-54.compute-1.amazonaws.com"),
+            ("public-ipv4s", "192.0.2.54"),
+            ("security-group-ids", "sg-0b07f8f6cb485d4df"),
+            ("security-groups", "default"),
+            ("subnet-id", "subnet-be9b61d7"),
+            ("subnet-ipv4-cidr-block", "172.16.0.0/16"),
+            ("vpc-id", "vpc-d295a6a7"),
+            ("vpc-ipv4-cidr-block", "172.16.0.0/16"),
+            ("vpc-ipv4-cidr-blocks", "172.16.0.0/16"),
+        ];
+        for (key, value) in expected {
+            assert_eq!(text(&tree, &format!("{mac}/{key}")), value, "{key}");
+        }
+    }
+
+    #[test]
+    fn macs_are_listed_by_device_number() {
+        let tree = render_with_creds(&dual_stack());
+        assert_eq!(
+            text(&tree, "meta-data/network/interfaces/macs"),
+            "0e:ff:00:00:00:01/\n0e:00:00:00:00:02/"
+        );
+        // Independent of the order of interfaces in the record.
+        let mut reversed = dual_stack();
+        reversed.network_interfaces.reverse();
+        assert_eq!(
+            text(
+                &render_with_creds(&reversed),
+                "meta-data/network/interfaces/macs"
+            ),
+            "0e:ff:00:00:00:01/\n0e:00:00:00:00:02/"
+        );
+    }
+
+    #[test]
+    fn ipv6_and_prefixes_are_served_per_interface() {
+        let tree = render_with_creds(&dual_stack());
+        assert_eq!(text(&tree, "meta-data/ipv6"), "2001:db8:1234:1a00::12");
+        let first = md("network/interfaces/macs/0e:ff:00:00:00:01");
+        assert_eq!(
+            text(&tree, &format!("{first}/ipv6s")),
+            "2001:db8:1234:1a00::12"
+        );
+        assert_eq!(text(&tree, &format!("{first}/ipv4-prefix")), "10.1.1.0/28");
+        assert_eq!(
+            text(&tree, &format!("{first}/ipv6-prefix")),
+            "2001:db8:1:2::/80"
+        );
+        assert_eq!(
+            text(&tree, &format!("{first}/local-ipv4s")),
+            "10.0.0.12\n10.0.0.13"
+        );
+        assert_eq!(
+            text(&tree, &format!("{first}/vpc-ipv4-cidr-blocks")),
+            "172.16.0.0/16\n100.64.0.0/16"
+        );
+        assert_eq!(
+            text(&tree, &format!("{first}/subnet-ipv6-cidr-blocks")),
+            "2001:db8:1234:1a00::/64"
+        );
+        assert_eq!(
+            text(&tree, &format!("{first}/vpc-ipv6-cidr-blocks")),
+            "2001:db8:1234::/56"
+        );
+        assert_eq!(
+            text(&tree, &format!("{first}/security-group-ids")),
+            "sg-0b07f8f6cb485d4df\nsg-0000000000000000a"
+        );
+        assert_eq!(
+            text(&tree, &format!("{first}/security-groups")),
+            "default\nssh"
+        );
+        assert_eq!(text(&tree, "meta-data/security-groups"), "default\nssh");
+
+        let second = md("network/interfaces/macs/0e:00:00:00:00:02");
+        assert_eq!(text(&tree, &format!("{second}/device-number")), "1");
+        assert_eq!(text(&tree, &format!("{second}/network-card")), "1");
+        assert_eq!(
+            text(&tree, &format!("{second}/local-hostname")),
+            "i-0123456789abcdef0.ec2.internal"
+        );
+        for absent in [
+            "local-ipv4s",
+            "public-ipv4s",
+            "ipv4-associations",
+            "subnet-ipv4-cidr-block",
+        ] {
+            assert!(
+                tree.get(&format!("{second}/{absent}")).is_none(),
+                "{absent}"
+            );
+        }
+    }
+
+    #[test]
+    fn ipv6_only_instance_has_no_local_ipv4() {
+        let tree = render_with_creds(&ipv6_only());
+        assert!(tree.get("meta-data/local-ipv4").is_none());
+        assert_eq!(text(&tree, "meta-data/ipv6"), "::1");
+        assert_eq!(
+            text(&tree, "meta-data/hostname"),
+            "i-0123456789abcdef1.ec2.internal"
+        );
+    }
+
+    #[test]
+    fn optional_identity_values_appear_when_set() {
+        let mut r = sample();
+        r.kernel_id = Some("aki-5c21674b".into());
+        r.ramdisk_id = Some("ari-01bb5768".into());
+        r.product_codes = vec!["3iplms73etrdhxdepv72l6ywj".into(), "second".into()];
+        r.placement.group_name = Some("a-placement-group".into());
+        r.placement.partition_number = Some(1);
+        r.placement.host_id = Some("h-0da999999f9999fb9".into());
+        r.monitoring = true;
+        let tree = render_with_creds(&r);
+        assert_eq!(text(&tree, "meta-data/kernel-id"), "aki-5c21674b");
+        assert_eq!(text(&tree, "meta-data/ramdisk-id"), "ari-01bb5768");
+        assert_eq!(
+            text(&tree, "meta-data/product-codes"),
+            "3iplms73etrdhxdepv72l6ywj\nsecond"
+        );
+        assert_eq!(text(&tree, "meta-data/profile"), "default-paravirtual");
+        assert_eq!(
+            text(&tree, "meta-data/placement"),
+            "availability-zone\navailability-zone-id\ngroup-name\nhost-id\npartition-number\nregion"
+        );
+        assert_eq!(text(&tree, "dynamic/fws/instance-monitoring"), "enabled");
+        crawl("optional", &tree);
+    }
+
+    #[test]
+    fn client_spellings_of_a_path_reach_the_same_node() {
+        use crate::path::{Route, normalise};
+        let mut r = tagged();
+        r.user_data = Some(b"data".to_vec());
+        let tree = render_with_creds(&r);
+        let cases = [
+            (
+                "/latest/meta-data/placement/availability-zone/",
+                "us-east-1a",
+            ),
+            ("/latest//meta-data/reservation-id", "r-1234567890abcdef0"),
+            ("//latest/meta-data/instance-id", "i-1234567890abcdef0"),
+            ("/2021-03-23/meta-data/instance-id", "i-1234567890abcdef0"),
+            (
+                "/latest/meta-data/tags/instance",
+                "Empty\nEnvironment\nName\naws:autoscaling:groupName",
+            ),
+            (
+                "/latest/meta-data/tags/instance/",
+                "Empty\nEnvironment\nName\naws:autoscaling:groupName",
+            ),
+            (
+                "/latest/meta-data/tags/instance/aws%3Aautoscaling%3AgroupName",
+                "asg",
+            ),
+            ("/latest/user-data/", "data"),
+            ("/latest/", "dynamic\nmeta-data\nuser-data"),
+            ("/latest", "dynamic\nmeta-data\nuser-data"),
+        ];
+        for (raw, expected) in cases {
+            let normal = normalise(raw).unwrap();
+            let Route::Tree(path) = normal.route() else {
+                panic!("{raw} does not route into the tree");
+            };
+            assert_eq!(text(&tree, path), expected, "{raw}");
+        }
+    }
+
+    #[test]
+    fn builder_derives_listings_and_resolves_conflicts() {
+        let mut b = TreeBuilder::new();
+        b.leaf("a/b", "1")
+            .leaf("a", "shadowed by the directory")
+            .leaf("a/c/d", "2")
+            .leaf("z", "3")
+            .leaf("bad//path", "x")
+            .leaf("bad/../path", "x")
+            .leaf("bad/new\nline", "x")
+            .label("nowhere", "ghost")
+            .rank("z", 0);
+        let tree = b.build();
+        assert_eq!(text(&tree, ""), "a/\nz");
+        assert_eq!(text(&tree, "a"), "b\nc/");
+        assert_eq!(text(&tree, "a/c"), "d");
+        assert!(tree.get("bad").is_none());
+        assert_eq!(tree.len(), 6);
+        crawl("builder", &tree);
+    }
+
+    #[test]
+    fn builder_ranks_sort_before_names() {
+        let mut b = TreeBuilder::new();
+        b.leaf("d/x/v", "1")
+            .leaf("d/y/v", "1")
+            .rank("d/x", 2)
+            .rank("d/y", 1);
+        assert_eq!(text(&b.build(), "d"), "y/\nx/");
+    }
+
+    #[test]
+    fn empty_builder_has_no_root() {
+        let tree = TreeBuilder::new().build();
+        assert!(tree.is_empty());
+        assert!(tree.get("").is_none());
+    }
+
+    #[test]
+    fn debug_output_hides_credentials() {
+        let tree = render_with_creds(&sample());
+        let node = tree
+            .get("meta-data/iam/security-credentials/demo-role")
+            .unwrap();
+        let shown = format!("{node:?} {tree:?}");
+        assert!(!shown.contains("secret-of"), "{shown}");
+    }
+}
