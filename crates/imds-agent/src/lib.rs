@@ -70,12 +70,14 @@ pub struct Agent {
     /// The records in force, by instance.
     served: HashMap<InstanceId, InstanceRecord>,
     creds: HashMap<InstanceId, InstanceCredentials>,
+    /// Revision of a sync not yet followed by a watch (set by [`Agent::sync`]).
+    synced_at: Option<u64>,
 }
 
 impl Agent {
     /// An agent that has not synced yet.
     pub fn new(store: Arc<dyn Store>, dp: Arc<DataPlane>, clock: Arc<dyn Clock>, cfg: AgentConfig) -> Self {
-        Self { store, dp, clock, cfg, served: HashMap::new(), creds: HashMap::new() }
+        Self { store, dp, clock, cfg, served: HashMap::new(), creds: HashMap::new(), synced_at: None }
     }
 
     /// Lists the store and brings the data plane in line; returns the
@@ -96,15 +98,21 @@ impl Agent {
         self.dp.apply(changes);
         self.ack(acks).await?;
         tracing::info!(instances = self.served.len(), revision, "synced with the store");
+        self.synced_at = Some(revision);
         Ok(revision)
     }
 
-    /// Runs until `shutdown` turns true: sync, then follow changes.
+    /// Runs until `shutdown` turns true: sync (unless [`Agent::sync`] was
+    /// just called), then follow changes.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), AgentError> {
         let mut refresh = tokio::time::interval(self.cfg.refresh_interval);
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         'relist: loop {
-            let revision = match self.sync().await {
+            let synced = match self.synced_at.take() {
+                Some(r) => Ok(r),
+                None => self.sync().await,
+            };
+            let revision = match synced {
                 Ok(r) => r,
                 Err(AgentError::Store(e)) => {
                     tracing::warn!(error = %e, "sync failed; retrying");
@@ -149,10 +157,14 @@ impl Agent {
             match event {
                 WatchEvent::Put(kv) => match serde_json::from_slice::<InstanceRecord>(&kv.value) {
                     Ok(record) => self.reconcile(record, &mut changes, &mut acks)?,
-                    Err(e) => tracing::error!(key = %kv.key, error = %e, "undecodable instance record skipped"),
+                    Err(e) => {
+                        tracing::error!(key = %kv.key, error = %e, "undecodable instance record skipped")
+                    }
                 },
                 WatchEvent::Delete { key, .. } => {
-                    if let Some(id) = key.strip_prefix(records::INSTANCES_PREFIX).and_then(|s| InstanceId::parse(s).ok()) {
+                    if let Some(id) =
+                        key.strip_prefix(records::INSTANCES_PREFIX).and_then(|s| InstanceId::parse(s).ok())
+                    {
                         self.forget(&id, &mut changes);
                     }
                 }
@@ -232,7 +244,9 @@ impl Agent {
             .is_some_and(|r| r.iam_instance_profile == record.iam_instance_profile);
         let role = match (&record.iam_instance_profile, previous.and_then(|p| p.role.as_ref())) {
             (None, _) => None,
-            (Some(_), Some((v1, v2))) if role_unchanged && fresh(v1) && fresh(v2) => Some((v1.clone(), v2.clone())),
+            (Some(_), Some((v1, v2))) if role_unchanged && fresh(v1) && fresh(v2) => {
+                Some((v1.clone(), v2.clone()))
+            }
             (Some(_), _) => Some((mint(now, policy)?, mint(now, policy)?)),
         };
         Ok(InstanceCredentials { incarnation: record.incarnation, role, identity })
@@ -247,7 +261,9 @@ impl Agent {
             .iter()
             .filter(|(_, c)| {
                 policy.needs_refresh(&c.identity, now)
-                    || c.role.as_ref().is_some_and(|(a, b)| policy.needs_refresh(a, now) || policy.needs_refresh(b, now))
+                    || c.role
+                        .as_ref()
+                        .is_some_and(|(a, b)| policy.needs_refresh(a, now) || policy.needs_refresh(b, now))
             })
             .map(|(id, _)| id.clone())
             .collect();

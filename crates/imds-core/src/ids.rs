@@ -37,11 +37,7 @@ pub struct InstanceId(String);
 impl InstanceId {
     /// Validates and wraps an instance id.
     pub fn parse(s: &str) -> Result<Self, MalformedId> {
-        if is_valid_resource_id("i", s) {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(MalformedId(s.to_owned()))
-        }
+        if is_valid_resource_id("i", s) { Ok(Self(s.to_owned())) } else { Err(MalformedId(s.to_owned())) }
     }
 
     /// The id as text.

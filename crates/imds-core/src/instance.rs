@@ -292,11 +292,7 @@ impl InstanceRecord {
 
     /// `services/domain`.
     pub fn domain(&self) -> &'static str {
-        if self.placement.region.starts_with("cn-") {
-            "amazonaws.com.cn"
-        } else {
-            "amazonaws.com"
-        }
+        if self.placement.region.starts_with("cn-") { "amazonaws.com.cn" } else { "amazonaws.com" }
     }
 
     /// Every source network that identifies this instance to the data
@@ -352,9 +348,7 @@ pub fn is_imds_tag_key(key: &str) -> bool {
     !key.is_empty()
         && key.len() <= 255
         && !matches!(key, "." | ".." | "_index")
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"+-=.,_:@".contains(&b))
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-=.,_:@".contains(&b))
 }
 
 /// The exact EC2 message for a tag key that IMDS cannot expose.

@@ -111,10 +111,7 @@ impl HopLimit {
     pub fn new(value: i64) -> Result<Self, InvalidOptionValue> {
         match u8::try_from(value) {
             Ok(v) if (Self::MIN..=Self::MAX).contains(&v) => Ok(Self(v)),
-            _ => Err(InvalidOptionValue {
-                parameter: "HttpPutResponseHopLimit",
-                value: value.to_string(),
-            }),
+            _ => Err(InvalidOptionValue { parameter: "HttpPutResponseHopLimit", value: value.to_string() }),
         }
     }
 
@@ -200,6 +197,11 @@ mod tests {
         let o = MetadataOptions::default();
         let json = serde_json::to_string(&o).unwrap();
         assert_eq!(serde_json::from_str::<MetadataOptions>(&json).unwrap(), o);
-        assert!(serde_json::from_str::<MetadataOptions>(&json.replace("\"http_put_response_hop_limit\":1", "\"http_put_response_hop_limit\":0")).is_err());
+        assert!(
+            serde_json::from_str::<MetadataOptions>(
+                &json.replace("\"http_put_response_hop_limit\":1", "\"http_put_response_hop_limit\":0")
+            )
+            .is_err()
+        );
     }
 }

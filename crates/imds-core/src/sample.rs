@@ -4,8 +4,8 @@
 
 use crate::ids::InstanceId;
 use crate::instance::{
-    BlockDevice, IamInstanceProfile, InstanceRecord, InstanceState, NetworkInterface, Placement,
-    PublicKey, SecurityGroup,
+    BlockDevice, IamInstanceProfile, InstanceRecord, InstanceState, NetworkInterface, Placement, PublicKey,
+    SecurityGroup,
 };
 use crate::options::MetadataOptions;
 use std::collections::BTreeMap;
@@ -76,7 +76,8 @@ pub fn sample_instance(id: InstanceId, ipv4: Ipv4Addr, ipv6: Option<Ipv6Addr>) -
         }],
         key: Some(PublicKey {
             name: "demo-key".to_owned(),
-            openssh_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHnV3TLlAFs1TcUxAWv9v1n3dtSC0ZjyZ1IFiKxSN8qL".to_owned(),
+            openssh_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHnV3TLlAFs1TcUxAWv9v1n3dtSC0ZjyZ1IFiKxSN8qL"
+                .to_owned(),
         }),
         iam_instance_profile: Some(IamInstanceProfile {
             arn: format!("arn:aws:iam::{SAMPLE_ACCOUNT}:instance-profile/demo-role"),

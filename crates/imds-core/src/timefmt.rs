@@ -17,9 +17,8 @@ pub fn iso8601_secs(unix_secs: u64) -> String {
 /// Formats Unix seconds as `D Mon YYYY HH:MM:SS GMT`, the format of
 /// maintenance events (`21 Jan 2019 09:00:43 GMT`, day not zero-padded).
 pub fn event_time(unix_secs: u64) -> String {
-    let fmt = format_description!(
-        "[day padding:none] [month repr:short] [year] [hour]:[minute]:[second] GMT"
-    );
+    let fmt =
+        format_description!("[day padding:none] [month repr:short] [year] [hour]:[minute]:[second] GMT");
     let secs = i64::try_from(unix_secs).unwrap_or(i64::MAX);
     OffsetDateTime::from_unix_timestamp(secs)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)

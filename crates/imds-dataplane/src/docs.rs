@@ -158,16 +158,10 @@ pub fn identity_document(record: &InstanceRecord) -> String {
     object(&[
         ("accountId", record.owner_id.as_str().into()),
         ("architecture", record.architecture.as_str().into()),
-        (
-            "availabilityZone",
-            record.placement.availability_zone.as_str().into(),
-        ),
+        ("availabilityZone", record.placement.availability_zone.as_str().into()),
         ("billingProducts", Value::StrList(&record.billing_products)),
         ("devpayProductCodes", Value::Null),
-        (
-            "marketplaceProductCodes",
-            Value::StrList(&record.product_codes),
-        ),
+        ("marketplaceProductCodes", Value::StrList(&record.product_codes)),
         ("imageId", record.image_id.as_str().into()),
         ("instanceId", record.instance_id.as_str().into()),
         ("instanceType", record.instance_type.as_str().into()),
@@ -233,13 +227,7 @@ mod tests {
 
     #[test]
     fn role_credentials_match_spec_example() {
-        let c = creds(
-            "ASIARTEST",
-            "testsecret",
-            "testtoken",
-            1_632_174_146,
-            1_632_197_813,
-        );
+        let c = creds("ASIARTEST", "testsecret", "testtoken", 1_632_174_146, 1_632_197_813);
         let expected = r#"{
   "Code" : "Success",
   "LastUpdated" : "2021-09-20T21:42:26Z",
@@ -269,10 +257,7 @@ mod tests {
   "LastUpdated" : "2023-10-27T10:00:00Z",
   "AccountId" : "123456789012"
 }"#;
-        assert_eq!(
-            identity_credentials_info("123456789012", 1_698_400_800),
-            expected
-        );
+        assert_eq!(identity_credentials_info("123456789012", 1_698_400_800), expected);
     }
 
     #[test]
@@ -306,9 +291,11 @@ mod tests {
         r.ramdisk_id = Some("ari-01bb5768".into());
         let doc = identity_document(&r);
         assert!(doc.contains("\n  \"billingProducts\" : [ \"bp-6ba54002\" ],\n"));
-        assert!(doc.contains(
-            "\n  \"marketplaceProductCodes\" : [ \"1abc2defghijklm3nopqrs4tu\", \"second\" ],\n"
-        ));
+        assert!(
+            doc.contains(
+                "\n  \"marketplaceProductCodes\" : [ \"1abc2defghijklm3nopqrs4tu\", \"second\" ],\n"
+            )
+        );
         assert!(doc.contains("\n  \"kernelId\" : \"aki-5c21674b\",\n"));
         assert!(doc.contains("\n  \"ramdiskId\" : \"ari-01bb5768\",\n"));
         let parsed: serde_json::Value = serde_json::from_str(&doc).unwrap();

@@ -1,13 +1,14 @@
 //! Prometheus metrics of the data plane. Labels come from small closed sets;
 //! per-instance detail never becomes a label.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
+use std::fmt::Write;
 
 /// How a request authenticated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ImdsVersion {
     /// No token header.
     V1,
@@ -16,7 +17,7 @@ pub enum ImdsVersion {
 }
 
 /// What a request asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RouteClass {
     /// `PUT /latest/api/token`
     Token,
@@ -32,6 +33,29 @@ pub enum RouteClass {
     UserData,
     /// Anything else (unknown paths, bad methods).
     Other,
+}
+
+impl EncodeLabelValue for ImdsVersion {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(match self {
+            Self::V1 => "v1",
+            Self::V2 => "v2",
+        })
+    }
+}
+
+impl EncodeLabelValue for RouteClass {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(match self {
+            Self::Token => "token",
+            Self::Root => "root",
+            Self::MetaData => "meta_data",
+            Self::Credentials => "credentials",
+            Self::Dynamic => "dynamic",
+            Self::UserData => "user_data",
+            Self::Other => "other",
+        })
+    }
 }
 
 /// Labels of `imds_requests_total`.
@@ -81,8 +105,16 @@ impl DataPlaneMetrics {
     pub fn register(&self, registry: &mut Registry) {
         registry.register("imds_requests", "Data-plane requests answered", self.requests.clone());
         registry.register("imds_tokens_issued", "IMDSv2 session tokens issued", self.tokens_issued.clone());
-        registry.register("imds_tokens_rejected", "Requests refused for a bad token", self.tokens_rejected.clone());
-        registry.register("imds_no_token_requests", "IMDSv1 (token-less) requests served", self.no_token.clone());
+        registry.register(
+            "imds_tokens_rejected",
+            "Requests refused for a bad token",
+            self.tokens_rejected.clone(),
+        );
+        registry.register(
+            "imds_no_token_requests",
+            "IMDSv1 (token-less) requests served",
+            self.no_token.clone(),
+        );
         registry.register(
             "imds_no_token_rejected_requests",
             "IMDSv1 requests refused because tokens are required",

@@ -160,10 +160,7 @@ pub fn normalise(raw_path_and_query: &str) -> Result<NormalPath, PathError> {
     if raw_path_and_query.len() > MAX_RAW_PATH_LEN {
         return Err(PathError::TooLong(raw_path_and_query.len()));
     }
-    let raw_path = raw_path_and_query
-        .split(['?', '#'])
-        .next()
-        .unwrap_or_default();
+    let raw_path = raw_path_and_query.split(['?', '#']).next().unwrap_or_default();
     let decoded = percent_decode(raw_path)?;
 
     let mut path = String::with_capacity(decoded.len());
@@ -176,11 +173,7 @@ pub fn normalise(raw_path_and_query: &str) -> Result<NormalPath, PathError> {
         path.push_str(segment);
     }
 
-    let kind = if has_dot_segment {
-        Kind::NotFound
-    } else {
-        classify(&path)
-    };
+    let kind = if has_dot_segment { Kind::NotFound } else { classify(&path) };
     Ok(NormalPath { path, kind })
 }
 
@@ -196,15 +189,9 @@ fn classify(path: &str) -> Kind {
         return Kind::NotFound;
     }
     if rest == TOKEN_SEGMENTS {
-        return Kind::Token {
-            latest: version == LATEST,
-        };
+        return Kind::Token { latest: version == LATEST };
     }
-    let start = if rest.is_empty() {
-        path.len()
-    } else {
-        version.len() + 1
-    };
+    let start = if rest.is_empty() { path.len() } else { version.len() + 1 };
     Kind::Tree(start)
 }
 
@@ -215,19 +202,14 @@ fn percent_decode(raw: &str) -> Result<Cow<'_, str>, PathError> {
     }
     let bytes = raw.as_bytes();
     let mut i = 0;
-    while let Some(offset) = bytes
-        .get(i..)
-        .and_then(|b| b.iter().position(|&c| c == b'%'))
-    {
+    while let Some(offset) = bytes.get(i..).and_then(|b| b.iter().position(|&c| c == b'%')) {
         let at = i + offset;
         match bytes.get(at + 1..at + 3) {
             Some([h, l]) if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => i = at + 3,
             _ => return Err(PathError::InvalidEscape),
         }
     }
-    percent_encoding::percent_decode_str(raw)
-        .decode_utf8()
-        .map_err(|_| PathError::NotUtf8)
+    percent_encoding::percent_decode_str(raw).decode_utf8().map_err(|_| PathError::NotUtf8)
 }
 
 #[cfg(test)]
@@ -248,42 +230,21 @@ mod tests {
             ("/1.0", Route::Tree("")),
             ("/latest/meta-data", Route::Tree("meta-data")),
             ("/latest/meta-data/", Route::Tree("meta-data")),
-            (
-                "/latest/meta-data/instance-id",
-                Route::Tree("meta-data/instance-id"),
-            ),
-            (
-                "//latest/meta-data/instance-id",
-                Route::Tree("meta-data/instance-id"),
-            ),
+            ("/latest/meta-data/instance-id", Route::Tree("meta-data/instance-id")),
+            ("//latest/meta-data/instance-id", Route::Tree("meta-data/instance-id")),
             ("/latest//meta-data/", Route::Tree("meta-data")),
-            (
-                "/latest//meta-data/reservation-id",
-                Route::Tree("meta-data/reservation-id"),
-            ),
+            ("/latest//meta-data/reservation-id", Route::Tree("meta-data/reservation-id")),
             (
                 "/latest/meta-data/placement/availability-zone/",
                 Route::Tree("meta-data/placement/availability-zone"),
             ),
-            (
-                "/latest/meta-data/tags/instance",
-                Route::Tree("meta-data/tags/instance"),
-            ),
-            (
-                "/latest/meta-data/tags/instance/",
-                Route::Tree("meta-data/tags/instance"),
-            ),
+            ("/latest/meta-data/tags/instance", Route::Tree("meta-data/tags/instance")),
+            ("/latest/meta-data/tags/instance/", Route::Tree("meta-data/tags/instance")),
             ("/latest/user-data/", Route::Tree("user-data")),
             ("/latest/user-data?foo=bar/baz", Route::Tree("user-data")),
             ("/latest/user-data#frag", Route::Tree("user-data")),
-            (
-                "/2021-03-23/meta-data/instance-id",
-                Route::Tree("meta-data/instance-id"),
-            ),
-            (
-                "/latest/dynamic/instance-identity/document",
-                Route::Tree("dynamic/instance-identity/document"),
-            ),
+            ("/2021-03-23/meta-data/instance-id", Route::Tree("meta-data/instance-id")),
+            ("/latest/dynamic/instance-identity/document", Route::Tree("dynamic/instance-identity/document")),
             ("/latest/api/token", Route::Token { latest: true }),
             ("/latest/api/token/", Route::Token { latest: true }),
             ("//latest//api//token", Route::Token { latest: true }),
@@ -301,14 +262,8 @@ mod tests {
             ("/latest/%2e%2e/x", Route::NotFound),
             ("/..", Route::NotFound),
             ("/latest/meta-data/...", Route::Tree("meta-data/...")),
-            (
-                "/latest/meta-data/tags/instance/a%3Ab",
-                Route::Tree("meta-data/tags/instance/a:b"),
-            ),
-            (
-                "/latest%2Fmeta-data%2Finstance-id",
-                Route::Tree("meta-data/instance-id"),
-            ),
+            ("/latest/meta-data/tags/instance/a%3Ab", Route::Tree("meta-data/tags/instance/a:b")),
+            ("/latest%2Fmeta-data%2Finstance-id", Route::Tree("meta-data/instance-id")),
             ("/latest/meta-data/a%3Fb?c", Route::Tree("meta-data/a?b")),
             ("/latest/meta-data/%C3%BC", Route::Tree("meta-data/\u{fc}")),
             ("latest/meta-data", Route::Tree("meta-data")),
@@ -336,10 +291,7 @@ mod tests {
         assert_eq!(ok.len(), MAX_RAW_PATH_LEN);
         assert!(normalise(&ok).is_ok());
         let long = format!("{ok}a");
-        assert_eq!(
-            normalise(&long),
-            Err(PathError::TooLong(MAX_RAW_PATH_LEN + 1))
-        );
+        assert_eq!(normalise(&long), Err(PathError::TooLong(MAX_RAW_PATH_LEN + 1)));
         let long_query = format!("/latest?{}", "q".repeat(MAX_RAW_PATH_LEN));
         assert!(matches!(normalise(&long_query), Err(PathError::TooLong(_))));
     }
@@ -357,17 +309,13 @@ mod tests {
 
     #[test]
     fn canonical_form_is_the_decoded_joined_path() {
-        assert_eq!(
-            normalise("//latest//meta-data/?q").unwrap().as_str(),
-            "latest/meta-data"
-        );
+        assert_eq!(normalise("//latest//meta-data/?q").unwrap().as_str(), "latest/meta-data");
         assert_eq!(normalise("/").unwrap().as_str(), "");
     }
 
     /// Re-encodes a canonical path so it can be normalised again.
     fn encode(canonical: &str) -> String {
-        const SET: &percent_encoding::AsciiSet =
-            &percent_encoding::CONTROLS.add(b'%').add(b'?').add(b'#');
+        const SET: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%').add(b'?').add(b'#');
         format!("/{}", percent_encoding::utf8_percent_encode(canonical, SET))
     }
 
@@ -384,19 +332,16 @@ mod tests {
             Just("%25".to_owned()),
             "[a-zA-Z0-9:._%-]{0,8}",
         ];
-        (
-            proptest::collection::vec(segment, 0..6),
-            any::<bool>(),
-            any::<bool>(),
-        )
-            .prop_map(|(segments, lead, trail)| {
+        (proptest::collection::vec(segment, 0..6), any::<bool>(), any::<bool>()).prop_map(
+            |(segments, lead, trail)| {
                 let mut s = if lead { "/".to_owned() } else { String::new() };
                 s.push_str(&segments.join("/"));
                 if trail {
                     s.push('/');
                 }
                 s
-            })
+            },
+        )
     }
 
     proptest! {

@@ -9,7 +9,9 @@
 
 use crate::metrics::{ImdsVersion, ReasonLabels, RequestLabels, RouteClass};
 use crate::path::{self, Route};
-use crate::responses::{self, BAD_REQUEST_HTML, NOT_FOUND_HTML, SERVER, TEXT_HTML, TEXT_PLAIN, UNAUTHORIZED_HTML};
+use crate::responses::{
+    self, BAD_REQUEST_HTML, NOT_FOUND_HTML, SERVER, TEXT_HTML, TEXT_PLAIN, UNAUTHORIZED_HTML,
+};
 use crate::snapshot::{DataPlane, InstanceSnapshot};
 use crate::tree::Node;
 use bytes::Bytes;
@@ -71,7 +73,8 @@ pub fn handle(dp: &DataPlane, conn: &ConnInfo, req: &RequestHead<'_>) -> Outcome
         return Outcome::Close("ipv6_disabled");
     }
     let has_token = req.headers.contains_key(TOKEN_HEADER);
-    let version = if has_token || is_token_path(req.path_and_query) { ImdsVersion::V2 } else { ImdsVersion::V1 };
+    let version =
+        if has_token || is_token_path(req.path_and_query) { ImdsVersion::V2 } else { ImdsVersion::V1 };
     let (route_class, response) = if endpoint_on {
         route(dp, conn, &snap, req)
     } else {
@@ -107,8 +110,10 @@ fn route(
         return (class_of(&route), r);
     }
     let remaining = match authenticate(dp, snap, req.headers) {
-        Ok(r) => r,
-        Err(resp) => return (class_of(&route), resp),
+        Auth::V1 => None,
+        Auth::V2 { remaining } => Some(remaining),
+        Auth::Forbidden => return (class_of(&route), empty(StatusCode::FORBIDDEN)),
+        Auth::Unauthorized => return (class_of(&route), html(StatusCode::UNAUTHORIZED, UNAUTHORIZED_HTML)),
     };
     let v2 = remaining.is_some();
     let mut resp = match route {
@@ -129,35 +134,40 @@ fn route(
     (class_of(&route), resp)
 }
 
-/// IMDSv1 / IMDSv2 decision: `Ok(Some(remaining_ttl))` for a valid token,
-/// `Ok(None)` for an allowed token-less request, `Err(response)` otherwise.
-fn authenticate(
-    dp: &DataPlane,
-    snap: &InstanceSnapshot,
-    headers: &HeaderMap,
-) -> Result<Option<u32>, Response<Full<Bytes>>> {
+/// The IMDSv1 / IMDSv2 decision for a GET or HEAD.
+enum Auth {
+    /// Token-less and allowed.
+    V1,
+    /// A valid token with this many whole seconds left.
+    V2 { remaining: u32 },
+    /// A token-bearing request through a proxy (`X-Forwarded-For`).
+    Forbidden,
+    /// No token where one is required, or a bad token.
+    Unauthorized,
+}
+
+fn authenticate(dp: &DataPlane, snap: &InstanceSnapshot, headers: &HeaderMap) -> Auth {
     let metrics = dp.metrics();
     match headers.get(TOKEN_HEADER) {
+        Some(_) if headers.contains_key(X_FORWARDED_FOR) => Auth::Forbidden,
         Some(token) => {
-            if headers.contains_key(X_FORWARDED_FOR) {
-                return Err(empty(StatusCode::FORBIDDEN));
-            }
-            let binding = TokenBinding { instance_id: snap.instance_id.as_str(), incarnation: snap.incarnation };
+            let binding =
+                TokenBinding { instance_id: snap.instance_id.as_str(), incarnation: snap.incarnation };
             match dp.keys().open(token.as_bytes(), &binding, dp.clock().now_millis()) {
-                Ok(remaining) => Ok(Some(remaining)),
+                Ok(remaining) => Auth::V2 { remaining },
                 Err(e) => {
                     metrics.tokens_rejected.get_or_create(&ReasonLabels { reason: e.reason() }).inc();
-                    Err(html(StatusCode::UNAUTHORIZED, UNAUTHORIZED_HTML))
+                    Auth::Unauthorized
                 }
             }
         }
         None if snap.options.http_tokens == HttpTokens::Required => {
             metrics.no_token_rejected.inc();
-            Err(html(StatusCode::UNAUTHORIZED, UNAUTHORIZED_HTML))
+            Auth::Unauthorized
         }
         None => {
             metrics.no_token.inc();
-            Ok(None)
+            Auth::V1
         }
     }
 }

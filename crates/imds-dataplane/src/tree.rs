@@ -88,11 +88,9 @@ impl fmt::Debug for Node {
     /// Credential bodies hold secrets and never reach logs.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Node::Leaf { body, content_type } => f
-                .debug_struct("Leaf")
-                .field("body", body)
-                .field("content_type", content_type)
-                .finish(),
+            Node::Leaf { body, content_type } => {
+                f.debug_struct("Leaf").field("body", body).field("content_type", content_type).finish()
+            }
             Node::Dir(listing) => f.debug_tuple("Dir").field(listing).finish(),
             Node::RoleCredentials { .. } => f.write_str("RoleCredentials(<redacted>)"),
         }
@@ -126,9 +124,7 @@ pub struct MetadataTree {
 
 impl fmt::Debug for MetadataTree {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MetadataTree")
-            .field("nodes", &self.nodes.len())
-            .finish_non_exhaustive()
+        f.debug_struct("MetadataTree").field("nodes", &self.nodes.len()).finish_non_exhaustive()
     }
 }
 
@@ -140,11 +136,7 @@ impl MetadataTree {
         render_meta_data(&mut b, record, inputs);
         render_dynamic(&mut b, record);
         if let Some(user_data) = record.user_data.as_deref().filter(|u| !u.is_empty()) {
-            b.binary(
-                "user-data",
-                Bytes::copy_from_slice(user_data),
-                USER_DATA_CONTENT_TYPE,
-            );
+            b.binary("user-data", Bytes::copy_from_slice(user_data), USER_DATA_CONTENT_TYPE);
         }
         // The version root lists its trees without slashes (data-plane.md §2.1).
         b.label("meta-data", "meta-data");
@@ -208,25 +200,14 @@ impl TreeBuilder {
     }
 
     /// A leaf with its own content type.
-    pub fn binary(
-        &mut self,
-        path: &str,
-        body: impl Into<Bytes>,
-        content_type: &'static str,
-    ) -> &mut Self {
-        let node = Node::Leaf {
-            body: body.into(),
-            content_type,
-        };
+    pub fn binary(&mut self, path: &str, body: impl Into<Bytes>, content_type: &'static str) -> &mut Self {
+        let node = Node::Leaf { body: body.into(), content_type };
         self.insert(path, node)
     }
 
     /// A role-credentials leaf with its IMDSv1 and IMDSv2 documents.
     pub fn role_credentials(&mut self, path: &str, imdsv1: String, imdsv2: String) -> &mut Self {
-        let node = Node::RoleCredentials {
-            imdsv1: imdsv1.into(),
-            imdsv2: imdsv2.into(),
-        };
+        let node = Node::RoleCredentials { imdsv1: imdsv1.into(), imdsv2: imdsv2.into() };
         self.insert(path, node)
     }
 
@@ -254,10 +235,7 @@ impl TreeBuilder {
         if is_valid_tree_path(path) {
             self.leaves.insert(path.to_owned(), node);
         } else {
-            tracing::warn!(
-                path,
-                "metadata path with an empty, dot or control segment skipped"
-            );
+            tracing::warn!(path, "metadata path with an empty, dot or control segment skipped");
         }
         self
     }
@@ -268,11 +246,7 @@ impl TreeBuilder {
     /// dropped with a warning: the directory wins, so both the listing and
     /// the lookup agree.
     pub fn build(self) -> MetadataTree {
-        let TreeBuilder {
-            mut leaves,
-            labels,
-            ranks,
-        } = self;
+        let TreeBuilder { mut leaves, labels, ranks } = self;
 
         let mut dirs: BTreeSet<&str> = BTreeSet::new();
         for path in leaves.keys() {
@@ -283,16 +257,9 @@ impl TreeBuilder {
             }
             dirs.insert("");
         }
-        let shadowed: Vec<String> = leaves
-            .keys()
-            .filter(|p| dirs.contains(p.as_str()))
-            .cloned()
-            .collect();
+        let shadowed: Vec<String> = leaves.keys().filter(|p| dirs.contains(p.as_str())).cloned().collect();
         for path in &shadowed {
-            tracing::warn!(
-                path = path.as_str(),
-                "metadata leaf shadowed by a directory dropped"
-            );
+            tracing::warn!(path = path.as_str(), "metadata leaf shadowed by a directory dropped");
             leaves.remove(path);
         }
 
@@ -303,10 +270,8 @@ impl TreeBuilder {
             let mut child_is_dir = false;
             loop {
                 let parent = child.rsplit_once('/').map_or("", |(parent, _)| parent);
-                let fresh = children
-                    .entry(parent.to_owned())
-                    .or_default()
-                    .insert((child.to_owned(), child_is_dir));
+                let fresh =
+                    children.entry(parent.to_owned()).or_default().insert((child.to_owned(), child_is_dir));
                 if !fresh || parent.is_empty() {
                     break;
                 }
@@ -315,8 +280,7 @@ impl TreeBuilder {
             }
         }
 
-        let mut nodes: HashMap<Box<str>, Node> =
-            HashMap::with_capacity(leaves.len() + children.len());
+        let mut nodes: HashMap<Box<str>, Node> = HashMap::with_capacity(leaves.len() + children.len());
         for (dir, entries) in children {
             let mut entries: Vec<(String, bool)> = entries.into_iter().collect();
             entries.sort_by(|(a, _), (b, _)| {
@@ -354,10 +318,7 @@ fn name_of(path: &str) -> &str {
 
 fn is_valid_tree_path(path: &str) -> bool {
     path.split('/').all(|segment| {
-        !segment.is_empty()
-            && segment != "."
-            && segment != ".."
-            && !segment.chars().any(char::is_control)
+        !segment.is_empty() && segment != "." && segment != ".." && !segment.chars().any(char::is_control)
     })
 }
 
@@ -398,11 +359,7 @@ fn render_meta_data(b: &mut TreeBuilder, r: &InstanceRecord, inputs: &RenderInpu
         b.leaf(&md("product-codes"), codes);
     }
     b.leaf(&md("reservation-id"), r.reservation_id.clone());
-    let profile = if r.kernel_id.is_some() {
-        "default-paravirtual"
-    } else {
-        "default-hvm"
-    };
+    let profile = if r.kernel_id.is_some() { "default-paravirtual" } else { "default-hvm" };
     b.leaf(&md("profile"), profile);
     b.leaf(&md("system"), "nitro");
     b.leaf(&md("metrics/vhostmd"), VHOSTMD);
@@ -432,10 +389,7 @@ fn render_meta_data(b: &mut TreeBuilder, r: &InstanceRecord, inputs: &RenderInpu
 
     // Block devices (§2.3) and events (§2.4; README ambiguity 15).
     for device in &r.block_devices {
-        b.leaf(
-            &md(&format!("block-device-mapping/{}", device.name)),
-            device.device.clone(),
-        );
+        b.leaf(&md(&format!("block-device-mapping/{}", device.name)), device.device.clone());
     }
     b.json(&md("events/maintenance/history"), "[]".to_owned());
     b.json(&md("events/maintenance/scheduled"), "[]".to_owned());
@@ -448,14 +402,8 @@ fn render_meta_data(b: &mut TreeBuilder, r: &InstanceRecord, inputs: &RenderInpu
 
     // Placement and services (§2.7).
     let p = &r.placement;
-    b.leaf(
-        &md("placement/availability-zone"),
-        p.availability_zone.clone(),
-    );
-    b.leaf(
-        &md("placement/availability-zone-id"),
-        p.availability_zone_id.clone(),
-    );
+    b.leaf(&md("placement/availability-zone"), p.availability_zone.clone());
+    b.leaf(&md("placement/availability-zone-id"), p.availability_zone_id.clone());
     b.leaf(&md("placement/region"), p.region.clone());
     if let Some(group) = p.group_name.as_deref().filter(|g| !g.is_empty()) {
         b.leaf(&md("placement/group-name"), group.to_owned());
@@ -471,10 +419,7 @@ fn render_meta_data(b: &mut TreeBuilder, r: &InstanceRecord, inputs: &RenderInpu
 
     // Public keys (§2.8): listed as `0=<name>`, key followed by its name.
     if let Some(key) = &r.key {
-        b.leaf(
-            &md("public-keys/0/openssh-key"),
-            format!("{} {}", key.openssh_key, key.name),
-        );
+        b.leaf(&md("public-keys/0/openssh-key"), format!("{} {}", key.openssh_key, key.name));
         b.label(&md("public-keys/0"), format!("0={}", key.name));
     }
 
@@ -498,10 +443,8 @@ fn render_credentials(b: &mut TreeBuilder, r: &InstanceRecord, inputs: &RenderIn
             Some(c) => docs::role_credentials(c),
             None => docs::credentials_error(role, now),
         };
-        let last_updated = inputs
-            .role_credentials_v2
-            .or(inputs.role_credentials_v1)
-            .map_or(now, |c| c.last_updated);
+        let last_updated =
+            inputs.role_credentials_v2.or(inputs.role_credentials_v1).map_or(now, |c| c.last_updated);
         b.json(&md("iam/info"), docs::iam_info(profile, last_updated));
         b.role_credentials(
             &md(&format!("iam/security-credentials/{role}")),
@@ -512,20 +455,12 @@ fn render_credentials(b: &mut TreeBuilder, r: &InstanceRecord, inputs: &RenderIn
 
     let identity = inputs.identity_credentials;
     let last_updated = identity.map_or(now, |c| c.last_updated);
-    b.json(
-        &md("identity-credentials/ec2/info"),
-        docs::identity_credentials_info(&r.owner_id, last_updated),
-    );
+    b.json(&md("identity-credentials/ec2/info"), docs::identity_credentials_info(&r.owner_id, last_updated));
     let document = match identity {
         Some(c) => docs::role_credentials(c),
         None => docs::credentials_error(IDENTITY_ROLE_NAME, now),
     };
-    b.json(
-        &md(&format!(
-            "identity-credentials/ec2/security-credentials/{IDENTITY_ROLE_NAME}"
-        )),
-        document,
-    );
+    b.json(&md(&format!("identity-credentials/ec2/security-credentials/{IDENTITY_ROLE_NAME}")), document);
 }
 
 /// `network/interfaces/macs/<mac>/…` of one interface (categories.md §2.6);
@@ -539,10 +474,7 @@ fn render_interface(b: &mut TreeBuilder, r: &InstanceRecord, nic: &NetworkInterf
     b.leaf(&at("interface-id"), nic.interface_id.clone());
     b.leaf(&at("mac"), nic.mac.clone());
     b.leaf(&at("network-card"), nic.network_card_index.to_string());
-    b.leaf(
-        &at("network-card-index"),
-        nic.network_card_index.to_string(),
-    );
+    b.leaf(&at("network-card-index"), nic.network_card_index.to_string());
     b.leaf(&at("owner-id"), nic.owner_id.clone());
     b.leaf(&at("subnet-id"), nic.subnet_id.clone());
     b.leaf(&at("vpc-id"), nic.vpc_id.clone());
@@ -559,25 +491,13 @@ fn render_interface(b: &mut TreeBuilder, r: &InstanceRecord, nic: &NetworkInterf
         ("ipv6s", lines(&nic.ipv6s)),
         ("ipv4-prefix", lines(&nic.ipv4_prefixes)),
         ("ipv6-prefix", lines(&nic.ipv6_prefixes)),
-        (
-            "subnet-ipv4-cidr-block",
-            nic.subnet_ipv4_cidr.map(|c| c.to_string()),
-        ),
+        ("subnet-ipv4-cidr-block", nic.subnet_ipv4_cidr.map(|c| c.to_string())),
         ("subnet-ipv6-cidr-blocks", lines(&nic.subnet_ipv6_cidrs)),
-        (
-            "vpc-ipv4-cidr-block",
-            nic.vpc_ipv4_cidrs.first().map(|c| c.to_string()),
-        ),
+        ("vpc-ipv4-cidr-block", nic.vpc_ipv4_cidrs.first().map(|c| c.to_string())),
         ("vpc-ipv4-cidr-blocks", lines(&nic.vpc_ipv4_cidrs)),
         ("vpc-ipv6-cidr-blocks", lines(&nic.vpc_ipv6_cidrs)),
-        (
-            "security-groups",
-            lines(nic.security_groups.iter().map(|g| &g.name)),
-        ),
-        (
-            "security-group-ids",
-            lines(nic.security_groups.iter().map(|g| &g.id)),
-        ),
+        ("security-groups", lines(nic.security_groups.iter().map(|g| &g.name))),
+        ("security-group-ids", lines(nic.security_groups.iter().map(|g| &g.id))),
     ];
     for (key, value) in optional {
         if let Some(value) = value {
@@ -587,15 +507,9 @@ fn render_interface(b: &mut TreeBuilder, r: &InstanceRecord, nic: &NetworkInterf
 
     if let Some(public) = nic.public_ipv4 {
         b.leaf(&at("public-ipv4s"), public.to_string());
-        b.leaf(
-            &at("public-hostname"),
-            public_hostname(public, &r.placement.region),
-        );
+        b.leaf(&at("public-hostname"), public_hostname(public, &r.placement.region));
         if let Some(private) = nic.private_ipv4s.first() {
-            b.leaf(
-                &at(&format!("ipv4-associations/{public}")),
-                private.to_string(),
-            );
+            b.leaf(&at(&format!("ipv4-associations/{public}")), private.to_string());
         }
     }
 }
@@ -603,10 +517,7 @@ fn render_interface(b: &mut TreeBuilder, r: &InstanceRecord, nic: &NetworkInterf
 fn render_dynamic(b: &mut TreeBuilder, r: &InstanceRecord) {
     let monitoring = if r.monitoring { "enabled" } else { "disabled" };
     b.leaf("dynamic/fws/instance-monitoring", monitoring);
-    b.json(
-        "dynamic/instance-identity/document",
-        docs::identity_document(r),
-    );
+    b.json("dynamic/instance-identity/document", docs::identity_document(r));
 }
 
 #[cfg(test)]
@@ -681,8 +592,7 @@ mod tests {
         r.tags.insert("has space".into(), "x".into());
         r.tags.insert("a/b".into(), "x".into());
         r.tags.insert("_index".into(), "x".into());
-        r.tags
-            .insert("aws:autoscaling:groupName".into(), "asg".into());
+        r.tags.insert("aws:autoscaling:groupName".into(), "asg".into());
         r.tags.insert("Empty".into(), String::new());
         r
     }
@@ -691,23 +601,15 @@ mod tests {
     /// IPv6 addresses and delegated prefixes on both.
     fn dual_stack() -> InstanceRecord {
         let id = InstanceId::parse("i-0123456789abcdef0").unwrap();
-        let mut r = sample_instance(
-            id,
-            Ipv4Addr::new(10, 0, 0, 12),
-            Some("2001:db8:1234:1a00::12".parse().unwrap()),
-        );
+        let mut r =
+            sample_instance(id, Ipv4Addr::new(10, 0, 0, 12), Some("2001:db8:1234:1a00::12".parse().unwrap()));
         let primary = &mut r.network_interfaces[0];
         primary.mac = "0e:ff:00:00:00:01".into();
         primary.private_ipv4s.push(Ipv4Addr::new(10, 0, 0, 13));
         primary.ipv4_prefixes = vec!["10.1.1.0/28".parse().unwrap()];
         primary.ipv6_prefixes = vec!["2001:db8:1:2::/80".parse().unwrap()];
-        primary
-            .vpc_ipv4_cidrs
-            .push("100.64.0.0/16".parse().unwrap());
-        primary.security_groups.push(SecurityGroup {
-            id: "sg-0000000000000000a".into(),
-            name: "ssh".into(),
-        });
+        primary.vpc_ipv4_cidrs.push("100.64.0.0/16".parse().unwrap());
+        primary.security_groups.push(SecurityGroup { id: "sg-0000000000000000a".into(), name: "ssh".into() });
         let mut second = primary.clone();
         second.mac = "0e:00:00:00:00:02".into();
         second.device_index = 1;
@@ -738,10 +640,7 @@ mod tests {
         with_user_data.user_data = Some(b"#!/bin/sh\necho hi\n".to_vec());
         vec![
             ("sample", render_with_creds(&sample())),
-            (
-                "sample without credentials",
-                render_without_creds(&sample()),
-            ),
+            ("sample without credentials", render_without_creds(&sample())),
             ("bare", render_with_creds(&bare())),
             ("tagged", render_with_creds(&tagged())),
             ("dual stack", render_with_creds(&dual_stack())),
@@ -771,25 +670,12 @@ mod tests {
                     _ => match entry.strip_suffix('/') {
                         Some(d) => (d, true),
                         // The version root lists its two trees without a slash.
-                        None => (
-                            entry,
-                            dir.is_empty() && matches!(entry, "dynamic" | "meta-data"),
-                        ),
+                        None => (entry, dir.is_empty() && matches!(entry, "dynamic" | "meta-data")),
                     },
                 };
-                let child = if dir.is_empty() {
-                    segment.to_owned()
-                } else {
-                    format!("{dir}/{segment}")
-                };
-                let node = tree
-                    .get(&child)
-                    .unwrap_or_else(|| panic!("{name}: listed {child:?} is 404"));
-                assert_eq!(
-                    matches!(node, Node::Dir(_)),
-                    claims_dir,
-                    "{name}: {child:?} listed as {entry:?}"
-                );
+                let child = if dir.is_empty() { segment.to_owned() } else { format!("{dir}/{segment}") };
+                let node = tree.get(&child).unwrap_or_else(|| panic!("{name}: listed {child:?} is 404"));
+                assert_eq!(matches!(node, Node::Dir(_)), claims_dir, "{name}: {child:?} listed as {entry:?}");
                 if seen.insert(child.clone()) && claims_dir {
                     queue.push(child);
                 }
@@ -815,10 +701,7 @@ mod tests {
                 for v2 in [false, true] {
                     let body = node.body(v2);
                     assert!(!body.ends_with(b"\n"), "{name}: {path} ends with a newline");
-                    assert!(
-                        !body.starts_with(b"\n"),
-                        "{name}: {path} starts with a newline"
-                    );
+                    assert!(!body.starts_with(b"\n"), "{name}: {path} starts with a newline");
                 }
             }
         }
@@ -835,14 +718,7 @@ mod tests {
     fn absent_categories_leave_the_listing_and_answer_404() {
         let tree = render_with_creds(&bare());
         let listing = text(&tree, "meta-data");
-        for gone in [
-            "iam/",
-            "public-keys/",
-            "public-hostname",
-            "public-ipv4",
-            "tags/",
-            "ipv6",
-        ] {
+        for gone in ["iam/", "public-keys/", "public-hostname", "public-ipv4", "tags/", "ipv6"] {
             assert!(!listing.split('\n').any(|e| e == gone), "{gone} listed");
         }
         for path in [
@@ -867,24 +743,15 @@ mod tests {
             assert!(tree.get(path).is_none(), "{path} should be 404");
         }
         // Identity credentials exist without an instance profile.
-        assert!(
-            tree.get("meta-data/identity-credentials/ec2/info")
-                .is_some()
-        );
+        assert!(tree.get("meta-data/identity-credentials/ec2/info").is_some());
     }
 
     #[test]
     fn version_root_lists_trees_without_slashes() {
-        assert_eq!(
-            text(&render_with_creds(&sample()), ""),
-            "dynamic\nmeta-data"
-        );
+        assert_eq!(text(&render_with_creds(&sample()), ""), "dynamic\nmeta-data");
         let mut r = sample();
         r.user_data = Some(b"x".to_vec());
-        assert_eq!(
-            text(&render_with_creds(&r), ""),
-            "dynamic\nmeta-data\nuser-data"
-        );
+        assert_eq!(text(&render_with_creds(&r), ""), "dynamic\nmeta-data\nuser-data");
     }
 
     #[test]
@@ -894,10 +761,7 @@ mod tests {
         assert_eq!(text(&tree, "dynamic"), "fws/\ninstance-identity/");
         assert_eq!(text(&tree, "dynamic/fws"), "instance-monitoring");
         assert_eq!(text(&tree, "dynamic/fws/instance-monitoring"), "disabled");
-        assert_eq!(
-            text(&tree, "dynamic/instance-identity/document"),
-            docs::identity_document(&r)
-        );
+        assert_eq!(text(&tree, "dynamic/instance-identity/document"), docs::identity_document(&r));
     }
 
     #[test]
@@ -978,10 +842,7 @@ mod tests {
     #[test]
     fn key_name_with_a_newline_cannot_break_the_listing() {
         let mut r = sample();
-        r.key = Some(PublicKey {
-            name: "evil\nname".into(),
-            openssh_key: "ssh-ed25519 AAAA".into(),
-        });
+        r.key = Some(PublicKey { name: "evil\nname".into(), openssh_key: "ssh-ed25519 AAAA".into() });
         let tree = render_with_creds(&r);
         assert_eq!(text(&tree, "meta-data/public-keys"), "0/");
         crawl("evil key", &tree);
@@ -991,45 +852,29 @@ mod tests {
     fn role_listing_shows_the_role_without_slash_and_serves_both_sets() {
         let tree = render_with_creds(&sample());
         assert_eq!(text(&tree, "meta-data/iam"), "info\nsecurity-credentials/");
-        assert_eq!(
-            text(&tree, "meta-data/iam/security-credentials"),
-            "demo-role"
-        );
-        let node = tree
-            .get("meta-data/iam/security-credentials/demo-role")
-            .unwrap();
+        assert_eq!(text(&tree, "meta-data/iam/security-credentials"), "demo-role");
+        let node = tree.get("meta-data/iam/security-credentials/demo-role").unwrap();
         let v1 = std::str::from_utf8(node.body(false)).unwrap();
         let v2 = std::str::from_utf8(node.body(true)).unwrap();
         assert_eq!(v1, docs::role_credentials(&creds("ASIAV1", 1_700_000_000)));
         assert_eq!(v2, docs::role_credentials(&creds("ASIAV2", 1_700_000_050)));
         assert_eq!(node.content_type(), TEXT_PLAIN);
-        assert!(
-            tree.get("meta-data/iam/security-credentials/other-role")
-                .is_none()
-        );
+        assert!(tree.get("meta-data/iam/security-credentials/other-role").is_none());
         // iam/info is stamped with the newest credentials.
         let info = text(&tree, "meta-data/iam/info");
-        assert!(
-            info.contains("\"LastUpdated\" : \"2023-11-14T22:14:10Z\""),
-            "{info}"
-        );
+        assert!(info.contains("\"LastUpdated\" : \"2023-11-14T22:14:10Z\""), "{info}");
     }
 
     #[test]
     fn missing_credentials_serve_the_error_document() {
         let tree = render_without_creds(&sample());
-        let node = tree
-            .get("meta-data/iam/security-credentials/demo-role")
-            .unwrap();
+        let node = tree.get("meta-data/iam/security-credentials/demo-role").unwrap();
         for v2 in [false, true] {
             let body = std::str::from_utf8(node.body(v2)).unwrap();
             assert_eq!(body, docs::credentials_error("demo-role", NOW));
         }
         assert_eq!(
-            text(
-                &tree,
-                "meta-data/identity-credentials/ec2/security-credentials/ec2-instance"
-            ),
+            text(&tree, "meta-data/identity-credentials/ec2/security-credentials/ec2-instance"),
             docs::credentials_error("ec2-instance", NOW)
         );
         assert_eq!(
@@ -1042,22 +887,10 @@ mod tests {
     fn identity_credentials_are_listed_and_served() {
         let tree = render_with_creds(&sample());
         assert_eq!(text(&tree, "meta-data/identity-credentials"), "ec2/");
+        assert_eq!(text(&tree, "meta-data/identity-credentials/ec2"), "info\nsecurity-credentials/");
+        assert_eq!(text(&tree, "meta-data/identity-credentials/ec2/security-credentials"), "ec2-instance");
         assert_eq!(
-            text(&tree, "meta-data/identity-credentials/ec2"),
-            "info\nsecurity-credentials/"
-        );
-        assert_eq!(
-            text(
-                &tree,
-                "meta-data/identity-credentials/ec2/security-credentials"
-            ),
-            "ec2-instance"
-        );
-        assert_eq!(
-            text(
-                &tree,
-                "meta-data/identity-credentials/ec2/security-credentials/ec2-instance"
-            ),
+            text(&tree, "meta-data/identity-credentials/ec2/security-credentials/ec2-instance"),
             docs::role_credentials(&creds("ASIAID", 1_700_000_010))
         );
     }
@@ -1085,17 +918,11 @@ mod tests {
             ("local-ipv4", "172.16.34.43"),
             ("mac", "0e:49:61:0f:c3:11"),
             ("metrics", "vhostmd"),
-            (
-                "metrics/vhostmd",
-                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>",
-            ),
+            ("metrics/vhostmd", "<?xml version=\"1.0\" encoding=\"UTF-8\"?>"),
             ("network", "interfaces/"),
             ("network/interfaces", "macs/"),
             ("network/interfaces/macs", "0e:49:61:0f:c3:11/"),
-            (
-                "placement",
-                "availability-zone\navailability-zone-id\nregion",
-            ),
+            ("placement", "availability-zone\navailability-zone-id\nregion"),
             ("placement/availability-zone", "us-east-1a"),
             ("placement/availability-zone-id", "use1-az4"),
             ("placement/region", "us-east-1"),
@@ -1159,10 +986,7 @@ mod tests {
         let mut reversed = dual_stack();
         reversed.network_interfaces.reverse();
         assert_eq!(
-            text(
-                &render_with_creds(&reversed),
-                "meta-data/network/interfaces/macs"
-            ),
+            text(&render_with_creds(&reversed), "meta-data/network/interfaces/macs"),
             "0e:ff:00:00:00:01/\n0e:00:00:00:00:02/"
         );
     }
@@ -1172,58 +996,26 @@ mod tests {
         let tree = render_with_creds(&dual_stack());
         assert_eq!(text(&tree, "meta-data/ipv6"), "2001:db8:1234:1a00::12");
         let first = md("network/interfaces/macs/0e:ff:00:00:00:01");
-        assert_eq!(
-            text(&tree, &format!("{first}/ipv6s")),
-            "2001:db8:1234:1a00::12"
-        );
+        assert_eq!(text(&tree, &format!("{first}/ipv6s")), "2001:db8:1234:1a00::12");
         assert_eq!(text(&tree, &format!("{first}/ipv4-prefix")), "10.1.1.0/28");
-        assert_eq!(
-            text(&tree, &format!("{first}/ipv6-prefix")),
-            "2001:db8:1:2::/80"
-        );
-        assert_eq!(
-            text(&tree, &format!("{first}/local-ipv4s")),
-            "10.0.0.12\n10.0.0.13"
-        );
-        assert_eq!(
-            text(&tree, &format!("{first}/vpc-ipv4-cidr-blocks")),
-            "172.16.0.0/16\n100.64.0.0/16"
-        );
-        assert_eq!(
-            text(&tree, &format!("{first}/subnet-ipv6-cidr-blocks")),
-            "2001:db8:1234:1a00::/64"
-        );
-        assert_eq!(
-            text(&tree, &format!("{first}/vpc-ipv6-cidr-blocks")),
-            "2001:db8:1234::/56"
-        );
+        assert_eq!(text(&tree, &format!("{first}/ipv6-prefix")), "2001:db8:1:2::/80");
+        assert_eq!(text(&tree, &format!("{first}/local-ipv4s")), "10.0.0.12\n10.0.0.13");
+        assert_eq!(text(&tree, &format!("{first}/vpc-ipv4-cidr-blocks")), "172.16.0.0/16\n100.64.0.0/16");
+        assert_eq!(text(&tree, &format!("{first}/subnet-ipv6-cidr-blocks")), "2001:db8:1234:1a00::/64");
+        assert_eq!(text(&tree, &format!("{first}/vpc-ipv6-cidr-blocks")), "2001:db8:1234::/56");
         assert_eq!(
             text(&tree, &format!("{first}/security-group-ids")),
             "sg-0b07f8f6cb485d4df\nsg-0000000000000000a"
         );
-        assert_eq!(
-            text(&tree, &format!("{first}/security-groups")),
-            "default\nssh"
-        );
+        assert_eq!(text(&tree, &format!("{first}/security-groups")), "default\nssh");
         assert_eq!(text(&tree, "meta-data/security-groups"), "default\nssh");
 
         let second = md("network/interfaces/macs/0e:00:00:00:00:02");
         assert_eq!(text(&tree, &format!("{second}/device-number")), "1");
         assert_eq!(text(&tree, &format!("{second}/network-card")), "1");
-        assert_eq!(
-            text(&tree, &format!("{second}/local-hostname")),
-            "i-0123456789abcdef0.ec2.internal"
-        );
-        for absent in [
-            "local-ipv4s",
-            "public-ipv4s",
-            "ipv4-associations",
-            "subnet-ipv4-cidr-block",
-        ] {
-            assert!(
-                tree.get(&format!("{second}/{absent}")).is_none(),
-                "{absent}"
-            );
+        assert_eq!(text(&tree, &format!("{second}/local-hostname")), "i-0123456789abcdef0.ec2.internal");
+        for absent in ["local-ipv4s", "public-ipv4s", "ipv4-associations", "subnet-ipv4-cidr-block"] {
+            assert!(tree.get(&format!("{second}/{absent}")).is_none(), "{absent}");
         }
     }
 
@@ -1232,10 +1024,7 @@ mod tests {
         let tree = render_with_creds(&ipv6_only());
         assert!(tree.get("meta-data/local-ipv4").is_none());
         assert_eq!(text(&tree, "meta-data/ipv6"), "::1");
-        assert_eq!(
-            text(&tree, "meta-data/hostname"),
-            "i-0123456789abcdef1.ec2.internal"
-        );
+        assert_eq!(text(&tree, "meta-data/hostname"), "i-0123456789abcdef1.ec2.internal");
     }
 
     #[test]
@@ -1251,10 +1040,7 @@ mod tests {
         let tree = render_with_creds(&r);
         assert_eq!(text(&tree, "meta-data/kernel-id"), "aki-5c21674b");
         assert_eq!(text(&tree, "meta-data/ramdisk-id"), "ari-01bb5768");
-        assert_eq!(
-            text(&tree, "meta-data/product-codes"),
-            "3iplms73etrdhxdepv72l6ywj\nsecond"
-        );
+        assert_eq!(text(&tree, "meta-data/product-codes"), "3iplms73etrdhxdepv72l6ywj\nsecond");
         assert_eq!(text(&tree, "meta-data/profile"), "default-paravirtual");
         assert_eq!(
             text(&tree, "meta-data/placement"),
@@ -1271,25 +1057,13 @@ mod tests {
         r.user_data = Some(b"data".to_vec());
         let tree = render_with_creds(&r);
         let cases = [
-            (
-                "/latest/meta-data/placement/availability-zone/",
-                "us-east-1a",
-            ),
+            ("/latest/meta-data/placement/availability-zone/", "us-east-1a"),
             ("/latest//meta-data/reservation-id", "r-1234567890abcdef0"),
             ("//latest/meta-data/instance-id", "i-1234567890abcdef0"),
             ("/2021-03-23/meta-data/instance-id", "i-1234567890abcdef0"),
-            (
-                "/latest/meta-data/tags/instance",
-                "Empty\nEnvironment\nName\naws:autoscaling:groupName",
-            ),
-            (
-                "/latest/meta-data/tags/instance/",
-                "Empty\nEnvironment\nName\naws:autoscaling:groupName",
-            ),
-            (
-                "/latest/meta-data/tags/instance/aws%3Aautoscaling%3AgroupName",
-                "asg",
-            ),
+            ("/latest/meta-data/tags/instance", "Empty\nEnvironment\nName\naws:autoscaling:groupName"),
+            ("/latest/meta-data/tags/instance/", "Empty\nEnvironment\nName\naws:autoscaling:groupName"),
+            ("/latest/meta-data/tags/instance/aws%3Aautoscaling%3AgroupName", "asg"),
             ("/latest/user-data/", "data"),
             ("/latest/", "dynamic\nmeta-data\nuser-data"),
             ("/latest", "dynamic\nmeta-data\nuser-data"),
@@ -1327,10 +1101,7 @@ mod tests {
     #[test]
     fn builder_ranks_sort_before_names() {
         let mut b = TreeBuilder::new();
-        b.leaf("d/x/v", "1")
-            .leaf("d/y/v", "1")
-            .rank("d/x", 2)
-            .rank("d/y", 1);
+        b.leaf("d/x/v", "1").leaf("d/y/v", "1").rank("d/x", 2).rank("d/y", 1);
         assert_eq!(text(&b.build(), "d"), "y/\nx/");
     }
 
@@ -1344,9 +1115,7 @@ mod tests {
     #[test]
     fn debug_output_hides_credentials() {
         let tree = render_with_creds(&sample());
-        let node = tree
-            .get("meta-data/iam/security-credentials/demo-role")
-            .unwrap();
+        let node = tree.get("meta-data/iam/security-credentials/demo-role").unwrap();
         let shown = format!("{node:?} {tree:?}");
         assert!(!shown.contains("secret-of"), "{shown}");
     }

@@ -1,6 +1,8 @@
 //! The request handler without sockets: every policy edge of data-plane.md,
 //! with an injected clock so expiry is tested without sleeping.
 
+#![allow(clippy::unwrap_used)] // tests unwrap: a panic is the failure report
+
 use http::{HeaderMap, HeaderValue, Method};
 use http_body_util::BodyExt;
 use imds_core::sample::sample_instance;
@@ -48,7 +50,11 @@ fn snapshot(r: &InstanceRecord) -> Arc<InstanceSnapshot> {
 impl Fixture {
     fn new(records: &[InstanceRecord]) -> Self {
         let clock = ManualClock::new(T0);
-        let dp = DataPlane::new(KeyRing::generate(T0).unwrap(), Arc::new(clock.clone()), DataPlaneMetrics::default());
+        let dp = DataPlane::new(
+            KeyRing::generate(T0).unwrap(),
+            Arc::new(clock.clone()),
+            DataPlaneMetrics::default(),
+        );
         dp.apply(records.iter().map(|r| SnapshotChange::Upsert(snapshot(r))).collect());
         Self { dp, clock }
     }
@@ -57,7 +63,13 @@ impl Fixture {
         self.call_on(&conn(from), method, path, headers)
     }
 
-    fn call_on(&self, conn: &ConnInfo, method: Method, path: &str, headers: &[(&'static str, &str)]) -> Reply {
+    fn call_on(
+        &self,
+        conn: &ConnInfo,
+        method: Method,
+        path: &str,
+        headers: &[(&'static str, &str)],
+    ) -> Reply {
         let mut map = HeaderMap::new();
         for (k, v) in headers {
             map.append(*k, HeaderValue::from_str(v).unwrap());
@@ -75,7 +87,12 @@ impl Fixture {
     }
 
     fn token(&self, from: [u8; 4], ttl: &str) -> String {
-        match self.call(from, Method::PUT, "/latest/api/token", &[("x-aws-ec2-metadata-token-ttl-seconds", ttl)]) {
+        match self.call(
+            from,
+            Method::PUT,
+            "/latest/api/token",
+            &[("x-aws-ec2-metadata-token-ttl-seconds", ttl)],
+        ) {
             Reply::Answer { status: 200, body, .. } => String::from_utf8(body).unwrap(),
             other => panic!("token PUT failed: {other:?}"),
         }
@@ -154,7 +171,10 @@ fn a_restarted_instance_rejects_tokens_of_its_previous_run() {
     let tok = f.token(A, "60");
     r.incarnation += 1;
     f.dp.apply(vec![SnapshotChange::Upsert(snapshot(&r))]);
-    assert_eq!(f.call(A, Method::GET, "/latest/meta-data/", &[("x-aws-ec2-metadata-token", &tok)]).status(), 401);
+    assert_eq!(
+        f.call(A, Method::GET, "/latest/meta-data/", &[("x-aws-ec2-metadata-token", &tok)]).status(),
+        401
+    );
 }
 
 #[test]
@@ -168,7 +188,11 @@ fn required_tokens_refuse_imdsv1_but_serve_imdsv2() {
     // Authentication comes before lookup: an unknown path is 401 too.
     assert_eq!(f.call(A, Method::GET, "/latest/meta-data/nope", &[]).status(), 401);
     let tok = f.token(A, "60");
-    assert_eq!(f.call(A, Method::GET, "/latest/meta-data/instance-id", &[("x-aws-ec2-metadata-token", &tok)]).status(), 200);
+    assert_eq!(
+        f.call(A, Method::GET, "/latest/meta-data/instance-id", &[("x-aws-ec2-metadata-token", &tok)])
+            .status(),
+        200
+    );
     let metrics = f.dp.metrics();
     assert_eq!(metrics.no_token_rejected.get(), 2);
     assert_eq!(metrics.no_token.get(), 0);
@@ -190,7 +214,9 @@ fn disabled_endpoint_answers_403_to_everything() {
     let mut r = record(ID_A, A);
     r.metadata_options.http_endpoint = Enabled::Disabled;
     let f = Fixture::new(&[r]);
-    for (method, path) in [(Method::GET, "/latest/meta-data/"), (Method::PUT, "/latest/api/token"), (Method::GET, "/")] {
+    for (method, path) in
+        [(Method::GET, "/latest/meta-data/"), (Method::PUT, "/latest/api/token"), (Method::GET, "/")]
+    {
         let reply = f.call(A, method, path, &[("x-aws-ec2-metadata-token-ttl-seconds", "60")]);
         assert_eq!((reply.status(), reply.body()), (403, String::new()));
     }
@@ -201,7 +227,8 @@ fn ipv6_endpoint_exists_only_when_enabled() {
     let mut r = record(ID_A, A);
     r.network_interfaces[0].ipv6s = vec!["fd00::1".parse().unwrap()];
     let f = Fixture::new(std::slice::from_ref(&r));
-    let v6 = ConnInfo { peer: "fd00::1".parse().unwrap(), via_ipv6: true, hop_limit: HopLimitControl::default() };
+    let v6 =
+        ConnInfo { peer: "fd00::1".parse().unwrap(), via_ipv6: true, hop_limit: HopLimitControl::default() };
     assert!(matches!(f.call_on(&v6, Method::GET, "/", &[]), Reply::Closed("ipv6_disabled")));
     r.metadata_options.http_protocol_ipv6 = Enabled::Enabled;
     f.dp.apply(vec![SnapshotChange::Upsert(snapshot(&r))]);
@@ -219,7 +246,8 @@ fn token_put_lowers_the_hop_limit_to_the_instance_option() {
     let c = conn(A);
     f.call_on(&c, Method::GET, "/latest/meta-data/", &[]);
     assert_eq!(c.hop_limit.requested(), None, "a GET leaves the TTL alone");
-    let put = f.call_on(&c, Method::PUT, "/latest/api/token", &[("x-aws-ec2-metadata-token-ttl-seconds", "60")]);
+    let put =
+        f.call_on(&c, Method::PUT, "/latest/api/token", &[("x-aws-ec2-metadata-token-ttl-seconds", "60")]);
     assert_eq!(put.status(), 200);
     assert_eq!(c.hop_limit.requested(), Some(2));
     // A refused PUT carries no token and does not touch the TTL.

@@ -32,11 +32,9 @@ impl HopLimitControl {
     /// ignored: the limit never rises on a connection.
     pub fn lower_to(&self, hops: u8) {
         let hops = hops.max(1);
-        let _ = self
-            .0
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
-                (cur == UNSET || hops < cur).then_some(hops)
-            });
+        let _ = self.0.fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
+            (cur == UNSET || hops < cur).then_some(hops)
+        });
     }
 
     /// The hop limit asked for so far, if any.
@@ -60,14 +58,7 @@ impl HopLimitedStream {
     /// Wraps an accepted stream; returns the stream and its control handle.
     pub fn new(stream: TcpStream) -> (Self, HopLimitControl) {
         let control = HopLimitControl::default();
-        (
-            Self {
-                stream,
-                control: control.clone(),
-                applied: UNSET,
-            },
-            control,
-        )
+        (Self { stream, control: control.clone(), applied: UNSET }, control)
     }
 
     /// The wrapped stream.
@@ -109,11 +100,7 @@ impl AsyncRead for HopLimitedStream {
 }
 
 impl AsyncWrite for HopLimitedStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         self.sync_hop_limit()?;
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
@@ -172,11 +159,7 @@ mod tests {
         let (mut s, control) = HopLimitedStream::new(accepted);
         let ttl_of = |s: &HopLimitedStream| {
             let sock = socket2::SockRef::from(s.get_ref());
-            if target.is_ipv6() {
-                sock.unicast_hops_v6().unwrap()
-            } else {
-                sock.ttl_v4().unwrap()
-            }
+            if target.is_ipv6() { sock.unicast_hops_v6().unwrap() } else { sock.ttl_v4().unwrap() }
         };
         let before = ttl_of(&s);
         control.lower_to(3);

@@ -20,8 +20,8 @@ pub struct ListenError {
 pub fn bind_listener(addr: SocketAddr) -> Result<TcpListener, ListenError> {
     let err = |source| ListenError { addr, source };
     let domain = socket2::Domain::for_address(addr);
-    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))
-        .map_err(err)?;
+    let socket =
+        socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP)).map_err(err)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true).map_err(err)?;
     }

@@ -24,11 +24,7 @@ pub struct SourceTable<T> {
 
 impl<T> Default for SourceTable<T> {
     fn default() -> Self {
-        Self {
-            exact: HashMap::new(),
-            v4: Vec::new(),
-            v6: Vec::new(),
-        }
+        Self { exact: HashMap::new(), v4: Vec::new(), v6: Vec::new() }
     }
 }
 
@@ -42,19 +38,11 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
 }
 
 fn mask_v4(addr: u32, len: u8) -> u32 {
-    if len == 0 {
-        0
-    } else {
-        addr & (u32::MAX << (32 - u32::from(len)))
-    }
+    if len == 0 { 0 } else { addr & (u32::MAX << (32 - u32::from(len))) }
 }
 
 fn mask_v6(addr: u128, len: u8) -> u128 {
-    if len == 0 {
-        0
-    } else {
-        addr & (u128::MAX << (128 - u32::from(len)))
-    }
+    if len == 0 { 0 } else { addr & (u128::MAX << (128 - u32::from(len))) }
 }
 
 impl<T> SourceTable<T> {
@@ -169,10 +157,7 @@ mod tests {
         let mut t = SourceTable::new();
         t.insert(net("fd00:201:1::/64"), "ctr-prefix");
         t.insert(net("127.0.0.1/32"), "loopback");
-        assert_eq!(
-            t.lookup("fd00:201:1::2".parse().unwrap()),
-            Some(&"ctr-prefix")
-        );
+        assert_eq!(t.lookup("fd00:201:1::2".parse().unwrap()), Some(&"ctr-prefix"));
         assert_eq!(t.lookup("fd00:201:2::2".parse().unwrap()), None);
         let mapped = IpAddr::V6(Ipv4Addr::LOCALHOST.to_ipv6_mapped());
         assert_eq!(t.lookup(mapped), Some(&"loopback"));

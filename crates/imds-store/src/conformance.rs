@@ -6,9 +6,7 @@
 //! [`RedbStore`](crate::RedbStore); the etcd backend runs the same functions
 //! with the `conformance` feature. Not for production use.
 
-use crate::{
-    Compare, KeyValue, Op, Revision, Store, StoreError, WatchEvent, WatchMessage, WatchReceiver,
-};
+use crate::{Compare, KeyValue, Op, Revision, Store, StoreError, WatchEvent, WatchMessage, WatchReceiver};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,10 +54,7 @@ pub async fn events_until(rx: &mut WatchReceiver, revision: Revision) -> Vec<Wat
     let mut last = 0;
     while last < revision {
         match next_message(rx).await {
-            Some(WatchMessage::Events {
-                revision: at,
-                events: batch,
-            }) => {
+            Some(WatchMessage::Events { revision: at, events: batch }) => {
                 assert!(at > last, "watch went back from {last} to {at}");
                 assert!(!batch.is_empty(), "empty events message at {at}");
                 let mut previous = last;
@@ -109,28 +104,18 @@ pub async fn put_then_get_returns_value_and_revisions(store: Arc<dyn Store>) {
     assert_eq!(ok(store.get("a").await), None);
     let r1 = put(store, "a", b"one").await;
     let kv = ok(store.get("a").await);
-    let expected = KeyValue {
-        key: "a".into(),
-        value: b"one".to_vec(),
-        mod_revision: r1,
-        create_revision: r1,
-    };
+    let expected =
+        KeyValue { key: "a".into(), value: b"one".to_vec(), mod_revision: r1, create_revision: r1 };
     assert_eq!(kv, Some(expected));
     let r2 = put(store, "a", b"two").await;
     let kv = ok(store.get("a").await);
-    assert_eq!(
-        kv.as_ref().map(|kv| (kv.mod_revision, kv.create_revision)),
-        Some((r2, r1))
-    );
+    assert_eq!(kv.as_ref().map(|kv| (kv.mod_revision, kv.create_revision)), Some((r2, r1)));
     assert_eq!(kv.map(|kv| kv.value), Some(b"two".to_vec()));
     delete(store, "a").await;
     assert_eq!(ok(store.get("a").await), None);
     let r4 = put(store, "a", b"three").await;
     let kv = ok(store.get("a").await);
-    assert_eq!(
-        kv.map(|kv| (kv.mod_revision, kv.create_revision)),
-        Some((r4, r4))
-    );
+    assert_eq!(kv.map(|kv| (kv.mod_revision, kv.create_revision)), Some((r4, r4)));
 }
 
 /// A txn whose compare fails returns `None` and changes nothing: no value,
@@ -149,55 +134,34 @@ pub async fn failed_compare_changes_nothing(store: Arc<dyn Store>) {
         .await);
     assert_eq!(refused, None);
     // A stale mod_revision fails.
-    let refused = ok(store
-        .txn(
-            vec![Compare::ModRevision("k/a".into(), r1 + 1)],
-            vec![Op::delete("k/a")],
-        )
-        .await);
+    let refused =
+        ok(store.txn(vec![Compare::ModRevision("k/a".into(), r1 + 1)], vec![Op::delete("k/a")]).await);
     assert_eq!(refused, None);
     // One failing compare among holding ones fails the whole txn.
     let refused = ok(store
         .txn(
-            vec![
-                Compare::ModRevision("k/a".into(), r1),
-                Compare::Absent("k/a".into()),
-            ],
+            vec![Compare::ModRevision("k/a".into(), r1), Compare::Absent("k/a".into())],
             vec![Op::put("k/c", b"3".to_vec())],
         )
         .await);
     assert_eq!(refused, None);
-    assert_eq!(
-        ok(store.list("").await),
-        before,
-        "a failed txn changed the store"
-    );
+    assert_eq!(ok(store.list("").await), before, "a failed txn changed the store");
 
     // Holding compares apply everything at one revision.
     let applied = ok(store
         .txn(
-            vec![
-                Compare::ModRevision("k/a".into(), r1),
-                Compare::Absent("k/b".into()),
-            ],
+            vec![Compare::ModRevision("k/a".into(), r1), Compare::Absent("k/b".into())],
             vec![Op::put("k/a", b"2".to_vec()), Op::put("k/b", b"2".to_vec())],
         )
         .await);
     assert_eq!(applied, Some(r1 + 1));
     let (kvs, revision) = ok(store.list("k/").await);
     assert_eq!(revision, r1 + 1);
-    assert!(
-        kvs.iter()
-            .all(|kv| kv.mod_revision == r1 + 1 && kv.value == b"2"),
-        "{kvs:?}"
-    );
+    assert!(kvs.iter().all(|kv| kv.mod_revision == r1 + 1 && kv.value == b"2"), "{kvs:?}");
 
     // etcd semantics: an absent key's mod_revision compares as 0.
     let applied = ok(store
-        .txn(
-            vec![Compare::ModRevision("k/none".into(), 0)],
-            vec![Op::put("k/none", b"x".to_vec())],
-        )
+        .txn(vec![Compare::ModRevision("k/none".into(), 0)], vec![Op::put("k/none", b"x".to_vec())])
         .await);
     assert_eq!(applied, Some(r1 + 2));
 }
@@ -212,10 +176,7 @@ pub async fn revision_grows_by_one_per_changing_txn(store: Arc<dyn Store>) {
         let revision = match i % 3 {
             0 => put(store, &format!("r/{i}"), b"v").await,
             1 => {
-                let ops = vec![
-                    Op::put(format!("r/{i}"), b"v".to_vec()),
-                    Op::delete(format!("r/{}", i - 1)),
-                ];
+                let ops = vec![Op::put(format!("r/{i}"), b"v".to_vec()), Op::delete(format!("r/{}", i - 1))];
                 ok(store.txn(Vec::new(), ops).await).unwrap_or(0)
             }
             _ => delete(store, &format!("r/{}", i - 1)).await,
@@ -234,40 +195,19 @@ pub async fn revision_grows_by_one_per_changing_txn(store: Arc<dyn Store>) {
 /// nothing.
 pub async fn invalid_txn_is_refused(store: Arc<dyn Store>) {
     let store = store.as_ref();
-    let twice = store
-        .txn(
-            Vec::new(),
-            vec![Op::put("d", b"1".to_vec()), Op::delete("d")],
-        )
-        .await;
-    assert!(
-        matches!(twice, Err(StoreError::InvalidRequest(_))),
-        "{twice:?}"
-    );
-    let empty = store
-        .txn(Vec::new(), vec![Op::put("", b"1".to_vec())])
-        .await;
-    assert!(
-        matches!(empty, Err(StoreError::InvalidRequest(_))),
-        "{empty:?}"
-    );
-    let empty = store
-        .txn(vec![Compare::Absent(String::new())], Vec::new())
-        .await;
-    assert!(
-        matches!(empty, Err(StoreError::InvalidRequest(_))),
-        "{empty:?}"
-    );
+    let twice = store.txn(Vec::new(), vec![Op::put("d", b"1".to_vec()), Op::delete("d")]).await;
+    assert!(matches!(twice, Err(StoreError::InvalidRequest(_))), "{twice:?}");
+    let empty = store.txn(Vec::new(), vec![Op::put("", b"1".to_vec())]).await;
+    assert!(matches!(empty, Err(StoreError::InvalidRequest(_))), "{empty:?}");
+    let empty = store.txn(vec![Compare::Absent(String::new())], Vec::new()).await;
+    assert!(matches!(empty, Err(StoreError::InvalidRequest(_))), "{empty:?}");
     assert_eq!(ok(store.list("").await), (Vec::new(), 0));
 }
 
 /// `list` is one snapshot: while a writer moves two keys together, every
 /// list sees them equal, and no key is newer than the list revision.
 pub async fn list_is_one_consistent_revision(store: Arc<dyn Store>) {
-    let both = vec![
-        Op::put("pair/a", b"0".to_vec()),
-        Op::put("pair/b", b"0".to_vec()),
-    ];
+    let both = vec![Op::put("pair/a", b"0".to_vec()), Op::put("pair/b", b"0".to_vec())];
     ok(store.txn(Vec::new(), both).await);
     put(store.as_ref(), "other", b"x").await;
     let writer = {
@@ -287,10 +227,7 @@ pub async fn list_is_one_consistent_revision(store: Arc<dyn Store>) {
         assert_eq!(kvs[0].key, "pair/a", "list is in key order");
         assert_eq!(kvs[0].value, kvs[1].value, "list saw half a txn: {kvs:?}");
         assert_eq!(kvs[0].mod_revision, kvs[1].mod_revision);
-        assert!(
-            kvs[0].mod_revision <= revision,
-            "key newer than list revision"
-        );
+        assert!(kvs[0].mod_revision <= revision, "key newer than list revision");
         assert!(revision >= previous, "list revision went back");
         previous = revision;
         tokio::task::yield_now().await;
@@ -311,28 +248,14 @@ pub async fn watch_from_list_revision_sees_later_changes_in_order(store: Arc<dyn
     let r1 = put(store, "w/c", b"1").await;
     let r2 = delete(store, "w/a").await;
     let r3 = put(store, "w/b", b"2").await;
-    let r4 = ok(store
-        .txn(
-            Vec::new(),
-            vec![Op::delete("w/c"), Op::put("w/d", b"1".to_vec())],
-        )
-        .await)
-    .unwrap_or(0);
-    assert_eq!(
-        [r1, r2, r3, r4],
-        [revision + 1, revision + 2, revision + 3, revision + 4]
-    );
+    let r4 =
+        ok(store.txn(Vec::new(), vec![Op::delete("w/c"), Op::put("w/d", b"1".to_vec())]).await).unwrap_or(0);
+    assert_eq!([r1, r2, r3, r4], [revision + 1, revision + 2, revision + 3, revision + 4]);
 
     let events = events_until(&mut rx, r4).await;
     let seen: Vec<(String, Revision, bool)> = events
         .iter()
-        .map(|e| {
-            (
-                e.key().to_owned(),
-                e.mod_revision(),
-                matches!(e, WatchEvent::Put(_)),
-            )
-        })
+        .map(|e| (e.key().to_owned(), e.mod_revision(), matches!(e, WatchEvent::Put(_))))
         .collect();
     let expected: Vec<(String, Revision, bool)> = vec![
         ("w/c".into(), r1, true),
@@ -396,10 +319,7 @@ pub async fn watch_created_during_writes_has_no_gap_or_duplicate(store: Arc<dyn 
     let mut revisions: Vec<Revision> = events.iter().map(WatchEvent::mod_revision).collect();
     revisions.dedup();
     let expected: Vec<Revision> = (revision + 1..=final_revision).collect();
-    assert_eq!(
-        revisions, expected,
-        "every revision after the list exactly once"
-    );
+    assert_eq!(revisions, expected, "every revision after the list exactly once");
     let mut state = by_key(listed);
     apply(&mut state, &events);
     assert_eq!(state, by_key(final_kvs));
@@ -419,22 +339,11 @@ pub async fn watch_filters_by_prefix_and_start(store: Arc<dyn Store>) {
     let r4 = put(store, "q/y", b"1").await;
     let r5 = put(store, "p/x", b"2").await;
 
-    let keys = |events: Vec<WatchEvent>| {
-        events
-            .iter()
-            .map(|e| e.key().to_owned())
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(
-        keys(events_until(&mut prefix_rx, r5).await),
-        ["p/y", "p/z", "p/x"]
-    );
+    let keys = |events: Vec<WatchEvent>| events.iter().map(|e| e.key().to_owned()).collect::<Vec<_>>();
+    assert_eq!(keys(events_until(&mut prefix_rx, r5).await), ["p/y", "p/z", "p/x"]);
     assert_eq!(keys(events_until(&mut future_rx, r5).await), ["p/z", "p/x"]);
     let all = events_until(&mut now_rx, r5).await;
-    assert_eq!(
-        all.iter().map(WatchEvent::mod_revision).collect::<Vec<_>>(),
-        [r1, r2, r3, r4, r5]
-    );
+    assert_eq!(all.iter().map(WatchEvent::mod_revision).collect::<Vec<_>>(), [r1, r2, r3, r4, r5]);
 }
 
 /// A watch from a revision the backend cannot replay (`old`) gets
@@ -445,10 +354,7 @@ pub async fn watch_from_unavailable_revision_gets_compacted(store: Arc<dyn Store
     let mut rx = ok(store.watch("", old).await);
     match next_message(&mut rx).await {
         Some(WatchMessage::Compacted { compact_revision }) => {
-            assert!(
-                compact_revision > old,
-                "compact revision {compact_revision} <= {old}"
-            );
+            assert!(compact_revision > old, "compact revision {compact_revision} <= {old}");
         }
         other => panic!("expected Compacted, got {other:?}"),
     }
@@ -500,20 +406,13 @@ mod tests {
     }
 
     fn memory(history: usize) -> Fixture {
-        Fixture {
-            store: Arc::new(MemoryStore::with_watch_history(history)),
-            _dir: None,
-        }
+        Fixture { store: Arc::new(MemoryStore::with_watch_history(history)), _dir: None }
     }
 
     fn redb(history: usize) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let store =
-            RedbStore::open_with_watch_history(dir.path().join("store.redb"), history).unwrap();
-        Fixture {
-            store: Arc::new(store),
-            _dir: Some(dir),
-        }
+        let store = RedbStore::open_with_watch_history(dir.path().join("store.redb"), history).unwrap();
+        Fixture { store: Arc::new(store), _dir: Some(dir) }
     }
 
     async fn compacted_after_history_is_exceeded(make: fn(usize) -> Fixture) {
@@ -629,10 +528,7 @@ mod tests {
     /// store must agree with the model after every txn, and a watch from
     /// revision 1 must rebuild the final list.
     fn matches_model(store: &dyn Store, steps: &[Step]) {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
             let mut rx = ok(store.watch("", 1).await);
             let mut model: BTreeMap<String, KeyValue> = BTreeMap::new();
@@ -647,28 +543,18 @@ mod tests {
                     _ => Some(Compare::ModRevision(key.clone(), current.unwrap_or(0) + 1)),
                 };
                 let holds = compare.as_ref().is_none_or(|c| c.holds(current));
-                let op = if kind % 4 == 3 {
-                    Op::delete(key.clone())
-                } else {
-                    Op::put(key.clone(), vec![kind, k])
-                };
-                let got = ok(store
-                    .txn(compare.into_iter().collect(), vec![op.clone()])
-                    .await);
+                let op =
+                    if kind % 4 == 3 { Op::delete(key.clone()) } else { Op::put(key.clone(), vec![kind, k]) };
+                let got = ok(store.txn(compare.into_iter().collect(), vec![op.clone()]).await);
                 let expected = if !holds {
                     None
                 } else {
                     match op {
                         Op::Put { key, value } => {
                             revision += 1;
-                            let create_revision =
-                                model.get(&key).map_or(revision, |kv| kv.create_revision);
-                            let kv = KeyValue {
-                                key: key.clone(),
-                                value,
-                                mod_revision: revision,
-                                create_revision,
-                            };
+                            let create_revision = model.get(&key).map_or(revision, |kv| kv.create_revision);
+                            let kv =
+                                KeyValue { key: key.clone(), value, mod_revision: revision, create_revision };
                             model.insert(key, kv);
                         }
                         Op::Delete { key } => {
@@ -680,10 +566,7 @@ mod tests {
                     Some(revision)
                 };
                 assert_eq!(got, expected);
-                assert_eq!(
-                    ok(store.list("m/").await),
-                    (model.values().cloned().collect(), revision)
-                );
+                assert_eq!(ok(store.list("m/").await), (model.values().cloned().collect(), revision));
             }
             if revision > 0 {
                 let mut state = BTreeMap::new();

@@ -68,17 +68,8 @@ impl Shared {
         if next < state.first_available {
             return Err(state.first_available);
         }
-        let backlog = state
-            .history
-            .iter()
-            .filter(|c| c.revision >= next)
-            .cloned()
-            .collect();
-        Ok(Resumed {
-            next,
-            backlog,
-            live: state.sender.subscribe(),
-        })
+        let backlog = state.history.iter().filter(|c| c.revision >= next).cloned().collect();
+        Ok(Resumed { next, backlog, live: state.sender.subscribe() })
     }
 }
 
@@ -92,18 +83,9 @@ impl Hub {
     /// revisions of history. Revisions up to `current` are not replayable.
     pub(crate) fn new(current: Revision, capacity: usize) -> Self {
         let (sender, _) = broadcast::channel(BROADCAST_CAPACITY);
-        let state = State {
-            history: VecDeque::new(),
-            first_available: current.saturating_add(1),
-            current,
-            sender,
-        };
-        Self {
-            shared: Arc::new(Shared {
-                state: Mutex::new(state),
-                capacity,
-            }),
-        }
+        let state =
+            State { history: VecDeque::new(), first_available: current.saturating_add(1), current, sender };
+        Self { shared: Arc::new(Shared { state: Mutex::new(state), capacity }) }
     }
 
     /// Records a durable commit. Must be called in revision order, once per
@@ -112,11 +94,7 @@ impl Hub {
         let committed = Arc::new(Committed { revision, events });
         let mut state = self.shared.lock();
         if revision != state.current + 1 {
-            tracing::error!(
-                revision,
-                current = state.current,
-                "store revisions published out of order"
-            );
+            tracing::error!(revision, current = state.current, "store revisions published out of order");
         }
         state.current = revision;
         state.history.push_back(Arc::clone(&committed));
@@ -130,11 +108,7 @@ impl Hub {
 
     /// Starts a watch of `prefix` from `from` (0: from the next revision).
     /// Needs a tokio runtime, which runs the watch's forwarding task.
-    pub(crate) fn watch(
-        &self,
-        prefix: String,
-        from: Revision,
-    ) -> Result<WatchReceiver, StoreError> {
+    pub(crate) fn watch(&self, prefix: String, from: Revision) -> Result<WatchReceiver, StoreError> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| StoreError::Backend("a watch needs a tokio runtime".to_owned()))?;
         let (out, receiver) = mpsc::channel(WATCH_CHANNEL_CAPACITY);
@@ -155,17 +129,8 @@ impl Hub {
 /// Delivers the backlog, then live commits, to one watcher; resumes from
 /// the history after a broadcast lag. Ends when the receiver is dropped, the
 /// store is dropped, or after sending `Compacted`.
-async fn forward(
-    hub: Weak<Shared>,
-    prefix: String,
-    resumed: Resumed,
-    out: mpsc::Sender<WatchMessage>,
-) {
-    let Resumed {
-        mut next,
-        mut backlog,
-        mut live,
-    } = resumed;
+async fn forward(hub: Weak<Shared>, prefix: String, resumed: Resumed, out: mpsc::Sender<WatchMessage>) {
+    let Resumed { mut next, mut backlog, mut live } = resumed;
     loop {
         while let Some(committed) = backlog.pop_front() {
             if !deliver(&committed, &prefix, &mut next, &out).await {
@@ -213,19 +178,10 @@ async fn deliver(
         return true;
     }
     *next = committed.revision + 1;
-    let events: Vec<WatchEvent> = committed
-        .events
-        .iter()
-        .filter(|e| e.key().starts_with(prefix))
-        .cloned()
-        .collect();
+    let events: Vec<WatchEvent> =
+        committed.events.iter().filter(|e| e.key().starts_with(prefix)).cloned().collect();
     if events.is_empty() {
         return true;
     }
-    out.send(WatchMessage::Events {
-        revision: committed.revision,
-        events,
-    })
-    .await
-    .is_ok()
+    out.send(WatchMessage::Events { revision: committed.revision, events }).await.is_ok()
 }

@@ -139,10 +139,7 @@ pub enum Op {
 impl Op {
     /// A [`Op::Put`].
     pub fn put(key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
-        Self::Put {
-            key: key.into(),
-            value: value.into(),
-        }
+        Self::Put { key: key.into(), value: value.into() }
     }
 
     /// A [`Op::Delete`].
@@ -238,11 +235,7 @@ pub trait Store: Send + Sync + 'static {
     /// committed after this returns are always delivered. When the backend
     /// cannot replay from `from`, the first message is
     /// [`WatchMessage::Compacted`].
-    fn watch(
-        &self,
-        prefix: &str,
-        from: Revision,
-    ) -> BoxFuture<'_, Result<WatchReceiver, StoreError>>;
+    fn watch(&self, prefix: &str, from: Revision) -> BoxFuture<'_, Result<WatchReceiver, StoreError>>;
 }
 
 /// Refuses what etcd refuses: empty keys, and a key named by two ops.

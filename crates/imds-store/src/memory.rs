@@ -3,8 +3,8 @@
 
 use crate::hub::Hub;
 use crate::{
-    BoxFuture, Compare, DEFAULT_WATCH_HISTORY, KeyValue, Op, Revision, Store, StoreError,
-    WatchEvent, WatchReceiver, validate_txn,
+    BoxFuture, Compare, DEFAULT_WATCH_HISTORY, KeyValue, Op, Revision, Store, StoreError, WatchEvent,
+    WatchReceiver, validate_txn,
 };
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -49,30 +49,20 @@ impl MemoryStore {
     /// An empty store keeping the last `revisions` revisions for watches;
     /// a watch from an older revision gets `Compacted`.
     pub fn with_watch_history(revisions: usize) -> Self {
-        let inner = Inner {
-            data: Mutex::new(Data::default()),
-            hub: Hub::new(0, revisions),
-        };
-        Self {
-            inner: Arc::new(inner),
-        }
+        let inner = Inner { data: Mutex::new(Data::default()), hub: Hub::new(0, revisions) };
+        Self { inner: Arc::new(inner) }
     }
 
     fn data(&self) -> MutexGuard<'_, Data> {
         // No code panics while holding the lock; a poisoned map is still a
         // consistent map because every txn is applied only after validation.
-        self.inner
-            .data
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.inner.data.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn txn_now(&self, compares: &[Compare], ops: Vec<Op>) -> Result<Option<Revision>, StoreError> {
         validate_txn(compares, &ops)?;
         let mut data = self.data();
-        let holds = compares
-            .iter()
-            .all(|c| c.holds(data.kvs.get(c.key()).map(|kv| kv.mod_revision)));
+        let holds = compares.iter().all(|c| c.holds(data.kvs.get(c.key()).map(|kv| kv.mod_revision)));
         if !holds {
             return Ok(None);
         }
@@ -81,23 +71,14 @@ impl MemoryStore {
         for op in ops {
             match op {
                 Op::Put { key, value } => {
-                    let create_revision =
-                        data.kvs.get(&key).map_or(revision, |kv| kv.create_revision);
-                    let kv = KeyValue {
-                        key: key.clone(),
-                        value,
-                        mod_revision: revision,
-                        create_revision,
-                    };
+                    let create_revision = data.kvs.get(&key).map_or(revision, |kv| kv.create_revision);
+                    let kv = KeyValue { key: key.clone(), value, mod_revision: revision, create_revision };
                     data.kvs.insert(key, kv.clone());
                     events.push(WatchEvent::Put(kv));
                 }
                 Op::Delete { key } => {
                     if data.kvs.remove(&key).is_some() {
-                        events.push(WatchEvent::Delete {
-                            key,
-                            mod_revision: revision,
-                        });
+                        events.push(WatchEvent::Delete { key, mod_revision: revision });
                     }
                 }
             }
@@ -139,11 +120,7 @@ impl Store for MemoryStore {
         Box::pin(async move { self.txn_now(&compares, ops) })
     }
 
-    fn watch(
-        &self,
-        prefix: &str,
-        from: Revision,
-    ) -> BoxFuture<'_, Result<WatchReceiver, StoreError>> {
+    fn watch(&self, prefix: &str, from: Revision) -> BoxFuture<'_, Result<WatchReceiver, StoreError>> {
         let prefix = prefix.to_owned();
         Box::pin(async move { self.inner.hub.watch(prefix, from) })
     }

@@ -61,18 +61,14 @@ pub fn token_keys_key(host_id: &str) -> String {
 /// The instance id in an `instances/…` or `status/…` key (for watch events,
 /// deletes carry only the key).
 pub fn instance_id_from_key(key: &str) -> Option<InstanceId> {
-    let id = key
-        .strip_prefix(INSTANCES_PREFIX)
-        .or_else(|| key.strip_prefix(STATUS_PREFIX))?;
+    let id = key.strip_prefix(INSTANCES_PREFIX).or_else(|| key.strip_prefix(STATUS_PREFIX))?;
     InstanceId::parse(id).ok()
 }
 
 /// Decodes a JSON record, naming the key when it does not decode.
 pub fn decode<T: for<'de> Deserialize<'de>>(key: &str, value: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(value).map_err(|e| StoreError::Corrupt {
-        key: key.to_owned(),
-        reason: e.to_string(),
-    })
+    serde_json::from_slice(value)
+        .map_err(|e| StoreError::Corrupt { key: key.to_owned(), reason: e.to_string() })
 }
 
 fn encode<T: Serialize>(key: &str, value: &T) -> Result<Vec<u8>, StoreError> {
@@ -102,10 +98,7 @@ pub async fn get_instance(
 ) -> Result<Option<(InstanceRecord, Revision)>, StoreError> {
     let key = instance_key(id);
     match store.get(&key).await? {
-        Some(kv) => Ok(Some((
-            decode_instance(&kv.key, &kv.value)?,
-            kv.mod_revision,
-        ))),
+        Some(kv) => Ok(Some((decode_instance(&kv.key, &kv.value)?, kv.mod_revision))),
         None => Ok(None),
     }
 }
@@ -152,12 +145,7 @@ pub async fn delete_instance_if(
     store
         .txn(
             vec![Compare::ModRevision(key.clone(), expected)],
-            vec![
-                Op::Delete { key },
-                Op::Delete {
-                    key: status_key(id),
-                },
-            ],
+            vec![Op::Delete { key }, Op::Delete { key: status_key(id) }],
         )
         .await
 }
@@ -172,13 +160,7 @@ pub async fn put_status(
     let key = status_key(id);
     let value = encode(&key, status)?;
     store
-        .txn(
-            Vec::new(),
-            vec![Op::Put {
-                key: key.clone(),
-                value,
-            }],
-        )
+        .txn(Vec::new(), vec![Op::Put { key: key.clone(), value }])
         .await?
         .ok_or_else(|| StoreError::Backend(format!("unconditional write of {key:?} was refused")))
 }
@@ -231,10 +213,7 @@ pub async fn put_secret_if_absent(
         let created = store
             .txn(
                 vec![Compare::Absent(key.to_owned())],
-                vec![Op::Put {
-                    key: key.to_owned(),
-                    value: value.clone(),
-                }],
+                vec![Op::Put { key: key.to_owned(), value: value.clone() }],
             )
             .await?;
         if created.is_some() {
@@ -245,9 +224,7 @@ pub async fn put_secret_if_absent(
         }
         // Deleted between our create attempt and our read: try again.
     }
-    Err(StoreError::Backend(format!(
-        "{key:?} keeps being created and deleted"
-    )))
+    Err(StoreError::Backend(format!("{key:?} keeps being created and deleted")))
 }
 
 #[cfg(test)]
@@ -293,20 +270,11 @@ mod tests {
             applied_at_millis: 7,
         };
         ok(put_status(store, &rec.instance_id, &status).await);
-        assert_eq!(
-            ok(get_status(store, &rec.instance_id).await).map(|(s, _)| s),
-            Some(status.clone())
-        );
-        assert_eq!(
-            ok(list_statuses(store).await).0,
-            vec![(rec.instance_id.clone(), status)]
-        );
+        assert_eq!(ok(get_status(store, &rec.instance_id).await).map(|(s, _)| s), Some(status.clone()));
+        assert_eq!(ok(list_statuses(store).await).0, vec![(rec.instance_id.clone(), status)]);
 
         // Deleting removes spec and status together, guarded by revision.
-        assert_eq!(
-            ok(delete_instance_if(store, &rec.instance_id, r1).await),
-            None
-        );
+        assert_eq!(ok(delete_instance_if(store, &rec.instance_id, r1).await), None);
         ok(delete_instance_if(store, &rec.instance_id, r2).await).unwrap();
         assert_eq!(ok(get_instance(store, &rec.instance_id).await), None);
         assert_eq!(ok(get_status(store, &rec.instance_id).await), None);
@@ -325,38 +293,18 @@ mod tests {
             matches!(&got, Err(StoreError::Corrupt { key, .. }) if key == "instances/i-1234abcd"),
             "{got:?}"
         );
-        assert!(matches!(
-            list_instances(store).await,
-            Err(StoreError::Corrupt { .. })
-        ));
-        assert!(matches!(
-            get_status(store, &bad).await,
-            Err(StoreError::Corrupt { .. })
-        ));
+        assert!(matches!(list_instances(store).await, Err(StoreError::Corrupt { .. })));
+        assert!(matches!(get_status(store, &bad).await, Err(StoreError::Corrupt { .. })));
 
         // A valid record under another instance's key is corrupt too.
         let misplaced = serde_json::to_vec(&record("i-0badc0de")).unwrap();
-        ok(store
-            .txn(Vec::new(), vec![Op::put(instance_key(&bad), misplaced)])
-            .await);
-        assert!(matches!(
-            get_instance(store, &bad).await,
-            Err(StoreError::Corrupt { .. })
-        ));
+        ok(store.txn(Vec::new(), vec![Op::put(instance_key(&bad), misplaced)]).await);
+        assert!(matches!(get_instance(store, &bad).await, Err(StoreError::Corrupt { .. })));
         // A key that is not an instance id.
         ok(store
-            .txn(
-                Vec::new(),
-                vec![
-                    Op::delete(instance_key(&bad)),
-                    Op::put("instances/junk", b"{}".to_vec()),
-                ],
-            )
+            .txn(Vec::new(), vec![Op::delete(instance_key(&bad)), Op::put("instances/junk", b"{}".to_vec())])
             .await);
-        assert!(matches!(
-            list_instances(store).await,
-            Err(StoreError::Corrupt { .. })
-        ));
+        assert!(matches!(list_instances(store).await, Err(StoreError::Corrupt { .. })));
     }
 
     async fn secret_is_generated_once_even_when_two_starts_race(store: Arc<dyn Store>) {
@@ -365,27 +313,16 @@ mod tests {
         let tasks: Vec<_> = (0..4u8)
             .map(|i| {
                 let (store, key) = (Arc::clone(&store), key.clone());
-                tokio::spawn(async move {
-                    ok(put_secret_if_absent(store.as_ref(), &key, vec![i; 32]).await)
-                })
+                tokio::spawn(async move { ok(put_secret_if_absent(store.as_ref(), &key, vec![i; 32]).await) })
             })
             .collect();
         let mut winners = Vec::new();
         for task in tasks {
             winners.push(task.await.unwrap());
         }
-        assert!(
-            winners.windows(2).all(|w| w[0] == w[1]),
-            "two different secrets: {winners:?}"
-        );
-        assert_eq!(
-            ok(get_secret(store.as_ref(), &key).await),
-            Some(winners[0].clone())
-        );
-        assert_eq!(
-            ok(put_secret_if_absent(store.as_ref(), &key, vec![9; 32]).await),
-            winners[0]
-        );
+        assert!(winners.windows(2).all(|w| w[0] == w[1]), "two different secrets: {winners:?}");
+        assert_eq!(ok(get_secret(store.as_ref(), &key).await), Some(winners[0].clone()));
+        assert_eq!(ok(put_secret_if_absent(store.as_ref(), &key, vec![9; 32]).await), winners[0]);
     }
 
     #[test]
@@ -395,10 +332,7 @@ mod tests {
         assert_eq!(status_key(&i), "status/i-1234abcd");
         assert_eq!(token_keys_key("h-1"), "secrets/token-keys/h-1");
         assert!(token_keys_key("h-1").starts_with(SECRETS_PREFIX));
-        assert_eq!(
-            instance_id_from_key("instances/i-1234abcd"),
-            Some(i.clone())
-        );
+        assert_eq!(instance_id_from_key("instances/i-1234abcd"), Some(i.clone()));
         assert_eq!(instance_id_from_key("status/i-1234abcd"), Some(i));
         assert_eq!(instance_id_from_key("instances/junk"), None);
         assert_eq!(instance_id_from_key("secrets/token-keys/h-1"), None);

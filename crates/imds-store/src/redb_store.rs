@@ -12,8 +12,8 @@
 
 use crate::hub::Hub;
 use crate::{
-    BoxFuture, Compare, DEFAULT_WATCH_HISTORY, KeyValue, Op, Revision, Store, StoreError,
-    WatchEvent, WatchReceiver, validate_txn,
+    BoxFuture, Compare, DEFAULT_WATCH_HISTORY, KeyValue, Op, Revision, Store, StoreError, WatchEvent,
+    WatchReceiver, validate_txn,
 };
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 use std::fs::{OpenOptions, Permissions};
@@ -65,10 +65,7 @@ impl RedbStore {
 
     /// [`RedbStore::open`], keeping the last `revisions` revisions for
     /// watches.
-    pub fn open_with_watch_history(
-        path: impl AsRef<Path>,
-        revisions: usize,
-    ) -> Result<Self, StoreError> {
+    pub fn open_with_watch_history(path: impl AsRef<Path>, revisions: usize) -> Result<Self, StoreError> {
         let path = path.as_ref();
         // Created by us with 0600 before redb sees it, so the secrets it
         // will hold are never readable by others, not even briefly.
@@ -84,25 +81,16 @@ impl RedbStore {
             tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o7777), "store file was accessible to others; setting mode 0600");
             file.set_permissions(Permissions::from_mode(FILE_MODE))?;
         }
-        let db = redb::Builder::new()
-            .create_file(file)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Backend(format!(
-                    "{} is already open in another process",
-                    path.display()
-                )),
-                other => StoreError::Backend(format!("cannot open {}: {other}", path.display())),
-            })?;
+        let db = redb::Builder::new().create_file(file).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                StoreError::Backend(format!("{} is already open in another process", path.display()))
+            }
+            other => StoreError::Backend(format!("cannot open {}: {other}", path.display())),
+        })?;
         let revision = init(&db)?;
         tracing::debug!(path = %path.display(), revision, "opened redb store");
-        let inner = Inner {
-            db,
-            writer: Mutex::new(()),
-            hub: Hub::new(revision, revisions),
-        };
-        Ok(Self {
-            inner: Arc::new(inner),
-        })
+        let inner = Inner { db, writer: Mutex::new(()), hub: Hub::new(revision, revisions) };
+        Ok(Self { inner: Arc::new(inner) })
     }
 
     /// Runs `f` on a blocking thread with the shared state.
@@ -157,11 +145,7 @@ enum Outcome {
     Changed(Revision, Vec<WatchEvent>),
 }
 
-fn txn_blocking(
-    inner: &Inner,
-    compares: &[Compare],
-    ops: Vec<Op>,
-) -> Result<Option<Revision>, StoreError> {
+fn txn_blocking(inner: &Inner, compares: &[Compare], ops: Vec<Op>) -> Result<Option<Revision>, StoreError> {
     // Held until the commit is published, so watchers see revisions in order.
     let _writer = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
     let mut tx = inner.db.begin_write()?;
@@ -184,8 +168,7 @@ fn txn_blocking(
             for op in ops {
                 match op {
                     Op::Put { key, value } => {
-                        let create_revision =
-                            kv.get(key.as_str())?.map_or(revision, |g| g.value().2);
+                        let create_revision = kv.get(key.as_str())?.map_or(revision, |g| g.value().2);
                         kv.insert(key.as_str(), (value.as_slice(), revision, create_revision))?;
                         events.push(WatchEvent::Put(KeyValue {
                             key,
@@ -196,10 +179,7 @@ fn txn_blocking(
                     }
                     Op::Delete { key } => {
                         if kv.remove(key.as_str())?.is_some() {
-                            events.push(WatchEvent::Delete {
-                                key,
-                                mod_revision: revision,
-                            });
+                            events.push(WatchEvent::Delete { key, mod_revision: revision });
                         }
                     }
                 }
@@ -236,12 +216,7 @@ fn get_blocking(inner: &Inner, key: &str) -> Result<Option<KeyValue>, StoreError
     let kv = tx.open_table(KV)?;
     let found = kv.get(key)?.map(|g| {
         let (value, mod_revision, create_revision) = g.value();
-        KeyValue {
-            key: key.to_owned(),
-            value: value.to_vec(),
-            mod_revision,
-            create_revision,
-        }
+        KeyValue { key: key.to_owned(), value: value.to_vec(), mod_revision, create_revision }
     });
     Ok(found)
 }
@@ -260,12 +235,7 @@ fn list_blocking(inner: &Inner, prefix: &str) -> Result<(Vec<KeyValue>, Revision
             break;
         }
         let (value, mod_revision, create_revision) = stored.value();
-        kvs.push(KeyValue {
-            key: key.to_owned(),
-            value: value.to_vec(),
-            mod_revision,
-            create_revision,
-        });
+        kvs.push(KeyValue { key: key.to_owned(), value: value.to_vec(), mod_revision, create_revision });
     }
     Ok((kvs, revision))
 }
@@ -288,16 +258,11 @@ impl Store for RedbStore {
     ) -> BoxFuture<'_, Result<Option<Revision>, StoreError>> {
         Box::pin(async move {
             validate_txn(&compares, &ops)?;
-            self.blocking(move |inner| txn_blocking(inner, &compares, ops))
-                .await
+            self.blocking(move |inner| txn_blocking(inner, &compares, ops)).await
         })
     }
 
-    fn watch(
-        &self,
-        prefix: &str,
-        from: Revision,
-    ) -> BoxFuture<'_, Result<WatchReceiver, StoreError>> {
+    fn watch(&self, prefix: &str, from: Revision) -> BoxFuture<'_, Result<WatchReceiver, StoreError>> {
         let prefix = prefix.to_owned();
         Box::pin(async move { self.inner.hub.watch(prefix, from) })
     }
@@ -329,10 +294,7 @@ mod tests {
         assert_eq!(ok(store.list("").await), before);
         assert_eq!(before.1, r2 + 1);
         let kv = ok(store.get("b").await).unwrap();
-        assert_eq!(
-            (kv.value.as_slice(), kv.mod_revision, kv.create_revision),
-            (&b"2"[..], r2, r2)
-        );
+        assert_eq!((kv.value.as_slice(), kv.mod_revision, kv.create_revision), (&b"2"[..], r2, r2));
         // The counter continues; it never reuses a revision.
         assert_eq!(put(&store, "c", b"3").await, r2 + 2);
         assert!(r1 < r2);
@@ -358,12 +320,7 @@ mod tests {
         // And from the very beginning it is compacted, with the oldest
         // watchable revision after the restart point.
         let mut old = ok(store.watch("", 1).await);
-        assert_eq!(
-            next_message(&mut old).await,
-            Some(WatchMessage::Compacted {
-                compact_revision: 6
-            })
-        );
+        assert_eq!(next_message(&mut old).await, Some(WatchMessage::Compacted { compact_revision: 6 }));
     }
 
     #[test]

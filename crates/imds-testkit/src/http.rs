@@ -65,12 +65,8 @@ pub fn read_response(s: &mut TcpStream, head_only: bool) -> anyhow::Result<RawRe
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
-    let len: usize = headers
-        .iter()
-        .find(|(n, _)| n == "content-length")
-        .map(|(_, v)| v.parse())
-        .transpose()?
-        .unwrap_or(0);
+    let len: usize =
+        headers.iter().find(|(n, _)| n == "content-length").map(|(_, v)| v.parse()).transpose()?.unwrap_or(0);
     let mut body = vec![0u8; if head_only { 0 } else { len }];
     s.read_exact(&mut body).context("reading the body")?;
     Ok(RawResponse { status, headers, body })
@@ -97,7 +93,12 @@ pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[&str]) -> 
 
 /// `PUT /latest/api/token` with the given TTL; returns the token text on 200.
 pub fn token(addr: SocketAddr, ttl: u32) -> anyhow::Result<String> {
-    let r = request(addr, "PUT", "/latest/api/token", &[&format!("X-aws-ec2-metadata-token-ttl-seconds: {ttl}")])?;
+    let r = request(
+        addr,
+        "PUT",
+        "/latest/api/token",
+        &[&format!("X-aws-ec2-metadata-token-ttl-seconds: {ttl}")],
+    )?;
     if r.status != 200 {
         bail!("token PUT answered {}", r.status);
     }

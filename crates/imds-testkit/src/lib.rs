@@ -6,4 +6,4 @@ pub mod http;
 pub mod process;
 
 pub use http::{RawResponse, raw_request};
-pub use process::{ImdsdProcess, ImdsdBuilder};
+pub use process::{ImdsdBuilder, ImdsdProcess};

@@ -39,8 +39,7 @@ impl TokenKey {
     /// key ring uses it to decide when an old key can be dropped.
     pub fn generate(id: u32, now_millis: u64) -> Result<Self, TokenError> {
         let mut material = [0u8; KEY_LEN];
-        aws_lc_rs::rand::fill(&mut material)
-            .map_err(|_| TokenError::Crypto("generating key material"))?;
+        aws_lc_rs::rand::fill(&mut material).map_err(|_| TokenError::Crypto("generating key material"))?;
         Self::from_parts(id, material, now_millis)
     }
 
@@ -59,19 +58,10 @@ impl TokenKey {
         &self.aead
     }
 
-    fn from_parts(
-        id: u32,
-        material: [u8; KEY_LEN],
-        created_millis: u64,
-    ) -> Result<Self, TokenError> {
+    fn from_parts(id: u32, material: [u8; KEY_LEN], created_millis: u64) -> Result<Self, TokenError> {
         let unbound = UnboundKey::new(&AES_256_GCM, &material)
             .map_err(|_| TokenError::Crypto("preparing AES-256-GCM key"))?;
-        Ok(Self {
-            id,
-            material,
-            created_millis,
-            aead: Arc::new(LessSafeKey::new(unbound)),
-        })
+        Ok(Self { id, material, created_millis, aead: Arc::new(LessSafeKey::new(unbound)) })
     }
 }
 
@@ -112,9 +102,8 @@ impl<'de> Deserialize<'de> for TokenKey {
         let bytes = STANDARD
             .decode(repr.material.as_bytes())
             .map_err(|_| D::Error::custom("token key material is not valid base64"))?;
-        let material: [u8; KEY_LEN] = bytes
-            .try_into()
-            .map_err(|_| D::Error::custom("token key material must be 32 bytes"))?;
+        let material: [u8; KEY_LEN] =
+            bytes.try_into().map_err(|_| D::Error::custom("token key material must be 32 bytes"))?;
         Self::from_parts(repr.id, material, repr.created_millis).map_err(D::Error::custom)
     }
 }
@@ -138,10 +127,7 @@ mod tests {
         let b64 = json["material"].as_str().unwrap();
         assert!(!debug.contains(b64), "{debug}");
         assert!(!debug.contains(&format!("{:?}", key.material)), "{debug}");
-        assert!(
-            debug.contains("redacted") && debug.contains("id: 7"),
-            "{debug}"
-        );
+        assert!(debug.contains("redacted") && debug.contains("id: 7"), "{debug}");
     }
 
     #[test]

@@ -132,11 +132,7 @@ mod tests {
             TokenError::Crypto("x"),
         ];
         let mut labels: Vec<_> = all.iter().map(TokenError::reason).collect();
-        assert!(
-            labels
-                .iter()
-                .all(|l| l.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
-        );
+        assert!(labels.iter().all(|l| l.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')));
         labels.sort_unstable();
         labels.dedup();
         assert_eq!(labels.len(), all.len());

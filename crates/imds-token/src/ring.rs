@@ -92,11 +92,7 @@ pub struct KeyRing {
 impl KeyRing {
     /// A ring whose only key is `current`.
     pub fn new(current: TokenKey) -> Self {
-        Self {
-            current,
-            previous: Vec::new(),
-            seals: Arc::default(),
-        }
+        Self { current, previous: Vec::new(), seals: Arc::default() }
     }
 
     /// A ring with one random key (id 1), created at `now_millis`.
@@ -190,12 +186,7 @@ impl KeyRing {
     /// Checks in order of cost: length, base64url, version, key id, AEAD
     /// (bound to `binding`), expiry. A token is valid while
     /// `now < expiry`.
-    pub fn open(
-        &self,
-        token: &[u8],
-        binding: &TokenBinding<'_>,
-        now_millis: u64,
-    ) -> Result<u32, TokenError> {
+    pub fn open(&self, token: &[u8], binding: &TokenBinding<'_>, now_millis: u64) -> Result<u32, TokenError> {
         // Every token we issue has exactly this length; anything else is
         // refused before decoding, whatever its size.
         if token.len() != TOKEN_TEXT_LEN {
@@ -239,9 +230,7 @@ impl KeyRing {
         // More than the maximum TTL left is only possible if the clock was
         // stepped back; never report more than a client could have asked for.
         let remaining = (expiry - now_millis) / MILLIS_PER_SEC;
-        Ok(u32::try_from(remaining)
-            .unwrap_or(u32::MAX)
-            .min(TTL_MAX_SECS))
+        Ok(u32::try_from(remaining).unwrap_or(u32::MAX).min(TTL_MAX_SECS))
     }
 }
 
@@ -291,10 +280,7 @@ mod tests {
     use std::sync::LazyLock;
 
     const T0: u64 = 1_700_000_000_000;
-    const B: TokenBinding<'static> = TokenBinding {
-        instance_id: "i-0123456789abcdef0",
-        incarnation: 7,
-    };
+    const B: TokenBinding<'static> = TokenBinding { instance_id: "i-0123456789abcdef0", incarnation: 7 };
 
     fn ring() -> KeyRing {
         KeyRing::generate(T0).unwrap()
@@ -321,42 +307,24 @@ mod tests {
         let ring = ring();
         let token = ring.seal(&B, T0, 1).unwrap();
         assert_eq!(ring.open(token.as_bytes(), &B, T0 + 999), Ok(0));
-        assert_eq!(
-            ring.open(token.as_bytes(), &B, T0 + 1_000),
-            Err(TokenError::Expired)
-        );
-        assert_eq!(
-            ring.open(token.as_bytes(), &B, u64::MAX),
-            Err(TokenError::Expired)
-        );
+        assert_eq!(ring.open(token.as_bytes(), &B, T0 + 1_000), Err(TokenError::Expired));
+        assert_eq!(ring.open(token.as_bytes(), &B, u64::MAX), Err(TokenError::Expired));
     }
 
     #[test]
     fn token_for_another_instance_is_forged() {
         let ring = ring();
         let token = ring.seal(&B, T0, 60).unwrap();
-        let other = TokenBinding {
-            instance_id: "i-0123456789abcdef1",
-            ..B
-        };
-        assert_eq!(
-            ring.open(token.as_bytes(), &other, T0),
-            Err(TokenError::Forged)
-        );
+        let other = TokenBinding { instance_id: "i-0123456789abcdef1", ..B };
+        assert_eq!(ring.open(token.as_bytes(), &other, T0), Err(TokenError::Forged));
     }
 
     #[test]
     fn token_from_another_incarnation_is_forged() {
         let ring = ring();
         let token = ring.seal(&B, T0, 60).unwrap();
-        let restarted = TokenBinding {
-            incarnation: 8,
-            ..B
-        };
-        assert_eq!(
-            ring.open(token.as_bytes(), &restarted, T0),
-            Err(TokenError::Forged)
-        );
+        let restarted = TokenBinding { incarnation: 8, ..B };
+        assert_eq!(ring.open(token.as_bytes(), &restarted, T0), Err(TokenError::Forged));
     }
 
     #[test]
@@ -371,20 +339,11 @@ mod tests {
     fn long_instance_ids_are_bound_too() {
         let ring = ring();
         let long = "i-".to_owned() + &"a".repeat(200);
-        let binding = TokenBinding {
-            instance_id: &long,
-            incarnation: 1,
-        };
+        let binding = TokenBinding { instance_id: &long, incarnation: 1 };
         let token = ring.seal(&binding, T0, 60).unwrap();
         assert_eq!(ring.open(token.as_bytes(), &binding, T0), Ok(60));
-        let shorter = TokenBinding {
-            instance_id: &long[..long.len() - 1],
-            incarnation: 1,
-        };
-        assert_eq!(
-            ring.open(token.as_bytes(), &shorter, T0),
-            Err(TokenError::Forged)
-        );
+        let shorter = TokenBinding { instance_id: &long[..long.len() - 1], incarnation: 1 };
+        assert_eq!(ring.open(token.as_bytes(), &shorter, T0), Err(TokenError::Forged));
     }
 
     #[test]
@@ -407,16 +366,10 @@ mod tests {
         // Just before its last possible token expires the key is kept.
         ring.rotate(retired + TTL_MAX_MILLIS - 1).unwrap();
         assert_eq!(ring.previous.len(), 2);
-        assert_eq!(
-            ring.open(token.as_bytes(), &B, T0 + TTL_MAX_MILLIS - 1),
-            Ok(0)
-        );
+        assert_eq!(ring.open(token.as_bytes(), &B, T0 + TTL_MAX_MILLIS - 1), Ok(0));
         ring.rotate(retired + TTL_MAX_MILLIS).unwrap();
         assert!(ring.previous.iter().all(|k| k.id() != 1));
-        assert_eq!(
-            ring.open(token.as_bytes(), &B, retired + TTL_MAX_MILLIS),
-            Err(TokenError::UnknownKey)
-        );
+        assert_eq!(ring.open(token.as_bytes(), &B, retired + TTL_MAX_MILLIS), Err(TokenError::UnknownKey));
     }
 
     #[test]
@@ -431,10 +384,7 @@ mod tests {
             }
         }
         assert_eq!(ring.previous.len(), MAX_PREVIOUS_KEYS);
-        assert_eq!(
-            ring.open(first.as_bytes(), &B, T0 + 1),
-            Err(TokenError::UnknownKey)
-        );
+        assert_eq!(ring.open(first.as_bytes(), &B, T0 + 1), Err(TokenError::UnknownKey));
         assert_eq!(ring.open(second.as_bytes(), &B, T0 + 1), Ok(600));
     }
 
@@ -445,12 +395,7 @@ mod tests {
         for ttl in [1, 60, 21_600] {
             let token = ring.seal(&B, T0, ttl).unwrap();
             assert_eq!(token.len(), MAX_TOKEN_LEN);
-            assert!(
-                token
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
-                "{token}"
-            );
+            assert!(token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'), "{token}");
             assert!(seen.insert(token));
         }
         // Same inputs, different nonce, different token.
@@ -494,20 +439,14 @@ mod tests {
         let mut bytes = URL_SAFE_NO_PAD.decode(&token).unwrap();
         bytes[0] = 2;
         let token = URL_SAFE_NO_PAD.encode(bytes);
-        assert_eq!(
-            ring.open(token.as_bytes(), &B, T0),
-            Err(TokenError::Malformed)
-        );
+        assert_eq!(ring.open(token.as_bytes(), &B, T0), Err(TokenError::Malformed));
     }
 
     #[test]
     fn seal_refuses_ttl_out_of_bounds() {
         let ring = ring();
         assert_eq!(ring.seal(&B, T0, 0), Err(TokenError::InvalidTtl));
-        assert_eq!(
-            ring.seal(&B, T0, TTL_MAX_SECS + 1),
-            Err(TokenError::InvalidTtl)
-        );
+        assert_eq!(ring.seal(&B, T0, TTL_MAX_SECS + 1), Err(TokenError::InvalidTtl));
     }
 
     #[test]
@@ -562,9 +501,7 @@ mod tests {
             .map(|key| key["material"].as_str().unwrap().to_owned());
         let mut n = 0;
         for material in keys {
-            let raw = base64::engine::general_purpose::STANDARD
-                .decode(&material)
-                .unwrap();
+            let raw = base64::engine::general_purpose::STANDARD.decode(&material).unwrap();
             assert!(!debug.contains(&material), "{debug}");
             assert!(!debug.contains(&format!("{raw:?}")), "{debug}");
             n += 1;

@@ -31,16 +31,9 @@ pub fn parse_ttl(value: &[u8]) -> Result<u32, TtlError> {
     // the maximum, so it is "out of range", never a panic or a wrap.
     let mut n: u32 = 0;
     for &d in digits {
-        n = n
-            .checked_mul(10)
-            .and_then(|n| n.checked_add(u32::from(d - b'0')))
-            .ok_or(TtlError::OutOfRange)?;
+        n = n.checked_mul(10).and_then(|n| n.checked_add(u32::from(d - b'0'))).ok_or(TtlError::OutOfRange)?;
     }
-    if (TTL_MIN_SECS..=TTL_MAX_SECS).contains(&n) {
-        Ok(n)
-    } else {
-        Err(TtlError::OutOfRange)
-    }
+    if (TTL_MIN_SECS..=TTL_MAX_SECS).contains(&n) { Ok(n) } else { Err(TtlError::OutOfRange) }
 }
 
 #[cfg(test)]
@@ -67,9 +60,7 @@ mod tests {
 
     #[test]
     fn refuses_non_numbers() {
-        for v in [
-            "-1", "1.5", "abc", "", "   ", "+5", "6 0", "60s", "0x10", "٣",
-        ] {
+        for v in ["-1", "1.5", "abc", "", "   ", "+5", "6 0", "60s", "0x10", "٣"] {
             assert_eq!(parse_ttl(v.as_bytes()), Err(TtlError::NotANumber), "{v:?}");
         }
         assert_eq!(parse_ttl(&[0xff, b'1']), Err(TtlError::NotANumber));
@@ -86,16 +77,8 @@ mod tests {
         if significant.len() > 5 {
             return Err(TtlError::OutOfRange);
         }
-        let n: u32 = if significant.is_empty() {
-            0
-        } else {
-            significant.parse().unwrap()
-        };
-        if (1..=21_600).contains(&n) {
-            Ok(n)
-        } else {
-            Err(TtlError::OutOfRange)
-        }
+        let n: u32 = if significant.is_empty() { 0 } else { significant.parse().unwrap() };
+        if (1..=21_600).contains(&n) { Ok(n) } else { Err(TtlError::OutOfRange) }
     }
 
     proptest! {

@@ -102,11 +102,15 @@ impl Config {
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let config: Config = toml::from_str(text)
             .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
-        let invalid = |message: &str| ConfigError::Invalid { path: path.to_owned(), message: message.to_owned() };
-        if let (Some(life), Some(before)) = (config.credentials.lifetime_secs, config.credentials.refresh_before_secs) {
-            if before >= life {
-                return Err(invalid("credentials.refresh_before_secs must be smaller than credentials.lifetime_secs"));
-            }
+        let invalid =
+            |message: &str| ConfigError::Invalid { path: path.to_owned(), message: message.to_owned() };
+        if let (Some(life), Some(before)) =
+            (config.credentials.lifetime_secs, config.credentials.refresh_before_secs)
+            && before >= life
+        {
+            return Err(invalid(
+                "credentials.refresh_before_secs must be smaller than credentials.lifetime_secs",
+            ));
         }
         if config.credentials.lifetime_secs.is_some_and(|l| l < 900) {
             return Err(invalid("credentials.lifetime_secs must be at least 900 (15 minutes)"));

@@ -11,8 +11,8 @@ use imds_core::{Clock, SystemClock};
 use imds_dataplane::server::{ConnLimits, serve as serve_data};
 use imds_dataplane::{DataPlane, DataPlaneMetrics};
 use imds_net::bind_listener;
-use imds_store::Store;
 use imds_store::RedbStore;
+use imds_store::Store;
 use imds_token::KeyRing;
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
@@ -65,7 +65,11 @@ fn settings(args: &ServeArgs) -> anyhow::Result<Settings> {
         credentials.refresh_before_secs = b;
     }
     Ok(Settings {
-        data_dir: args.data_dir.clone().or(config.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+        data_dir: args
+            .data_dir
+            .clone()
+            .or(config.data_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
         data_listen,
         admin_listen: match args.admin_listen.or(config.admin.listen) {
             Some(a) => a,
@@ -81,9 +85,13 @@ fn settings(args: &ServeArgs) -> anyhow::Result<Settings> {
 async fn token_keys(store: &dyn Store, clock: &dyn Clock) -> anyhow::Result<KeyRing> {
     let fresh = KeyRing::generate(clock.now_millis()).context("cannot generate a token key")?;
     let bytes = serde_json::to_vec(&fresh)?;
-    let stored = imds_store::records::put_secret_if_absent(store, &imds_store::records::token_keys_key(LOCAL_HOST_ID), bytes)
-        .await
-        .context("cannot store the token keys")?;
+    let stored = imds_store::records::put_secret_if_absent(
+        store,
+        &imds_store::records::token_keys_key(LOCAL_HOST_ID),
+        bytes,
+    )
+    .await
+    .context("cannot store the token keys")?;
     serde_json::from_slice(&stored).context("the stored token key ring is unreadable")
 }
 
@@ -94,7 +102,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create data directory {}", settings.data_dir.display()))?;
     let store_path = settings.data_dir.join(STORE_FILE);
     let store: Arc<dyn Store> = Arc::new(
-        RedbStore::open(&store_path).with_context(|| format!("cannot open store {}", store_path.display()))?,
+        RedbStore::open(&store_path)
+            .with_context(|| format!("cannot open store {}", store_path.display()))?,
     );
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
 
@@ -109,11 +118,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let dp = DataPlane::new(keys, Arc::clone(&clock), metrics);
 
     // Bind everything before serving, so a busy port fails the start.
-    let data_listeners = settings
-        .data_listen
-        .iter()
-        .map(|a| bind_listener(*a))
-        .collect::<Result<Vec<_>, _>>()?;
+    let data_listeners =
+        settings.data_listen.iter().map(|a| bind_listener(*a)).collect::<Result<Vec<_>, _>>()?;
     let admin_listener = bind_listener(settings.admin_listen)?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -131,6 +137,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
     );
     agent.sync().await.context("initial sync with the store failed")?;
+    // The data plane now serves what the store holds.
+    admin_state.ready.store(true, Ordering::Release);
 
     let mut tasks = tokio::task::JoinSet::new();
     for listener in data_listeners {
@@ -139,10 +147,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         println!("listening data http://{addr}");
     }
     let admin_addr = admin_listener.local_addr()?;
-    tasks.spawn(admin::serve(Arc::clone(&admin_state), admin_listener, stop_rx.clone()));
+    tasks.spawn(admin::serve(admin::router(Arc::clone(&admin_state)), admin_listener, stop_rx.clone()));
     println!("listening admin http://{admin_addr}");
     let agent_task = tokio::spawn(agent.run(stop_rx.clone()));
-    admin_state.ready.store(true, Ordering::Release);
     tracing::info!(data_dir = %settings.data_dir.display(), "imdsd is serving");
 
     wait_for_signal().await;

@@ -2,6 +2,8 @@
 //! to over raw HTTP so every status, header and byte can be checked against
 //! data-plane.md.
 
+#![allow(clippy::unwrap_used)] // tests unwrap: a panic is the failure report
+
 use imds_testkit::http::{get, read_response, request, token};
 use imds_testkit::{ImdsdBuilder, ImdsdProcess, raw_request};
 use std::io::Write;
@@ -52,13 +54,16 @@ fn imdsv1_reads_the_demo_instance() {
 #[test]
 fn token_put_then_token_get() {
     let s = demo();
-    let r = request(s.data_v4(), "PUT", "/latest/api/token", &["X-aws-ec2-metadata-token-ttl-seconds: 21600"]).unwrap();
+    let r =
+        request(s.data_v4(), "PUT", "/latest/api/token", &["X-aws-ec2-metadata-token-ttl-seconds: 21600"])
+            .unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-aws-ec2-metadata-token-ttl-seconds"), Some("21600"));
     assert_eq!(r.header("content-type"), Some("text/plain"));
     let tok = r.text();
     assert!(tok.len() >= 40 && tok.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b)), "{tok}");
-    let r = get(s.data_v4(), "/latest/meta-data/instance-id", &[&format!("X-aws-ec2-metadata-token: {tok}")]).unwrap();
+    let r = get(s.data_v4(), "/latest/meta-data/instance-id", &[&format!("X-aws-ec2-metadata-token: {tok}")])
+        .unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "i-0123456789abcdef0"));
     let remaining: u32 = r.header("x-aws-ec2-metadata-token-ttl-seconds").unwrap().parse().unwrap();
     assert!((21590..=21600).contains(&remaining), "{remaining}");
@@ -73,7 +78,11 @@ fn token_put_validation() {
     assert_eq!(missing.status, 400);
     assert!(missing.text().contains("<title>400 - Bad Request</title>"));
     for bad in ["0", "21601", "-1", "1.5", "abc", "", "99999999999999999999999"] {
-        assert_eq!(put(&[&format!("X-aws-ec2-metadata-token-ttl-seconds: {bad}")]).status, 400, "ttl {bad:?}");
+        assert_eq!(
+            put(&[&format!("X-aws-ec2-metadata-token-ttl-seconds: {bad}")]).status,
+            400,
+            "ttl {bad:?}"
+        );
     }
     for ok in ["1", "21600", "0060"] {
         assert_eq!(put(&[&format!("x-aws-ec2-metadata-token-ttl-seconds: {ok}")]).status, 200, "ttl {ok:?}");
@@ -83,7 +92,8 @@ fn token_put_validation() {
     assert!(xff.body.is_empty());
     assert_eq!(xff.header("content-type"), Some("text/plain"));
     assert_eq!(xff.header("server"), Some("EC2ws"));
-    let versioned = request(a, "PUT", "/2021-03-23/api/token", &["X-aws-ec2-metadata-token-ttl-seconds: 60"]).unwrap();
+    let versioned =
+        request(a, "PUT", "/2021-03-23/api/token", &["X-aws-ec2-metadata-token-ttl-seconds: 60"]).unwrap();
     assert_eq!(versioned.status, 403);
     let get_token = request(a, "GET", "/latest/api/token", &[]).unwrap();
     assert_eq!(get_token.status, 405);
@@ -103,11 +113,17 @@ fn invalid_tokens_are_401_even_when_imdsv1_is_allowed() {
     altered[last] = if altered[last] == b'A' { b'B' } else { b'A' };
     let altered = String::from_utf8(altered).unwrap();
     for bad in [altered.as_str(), "garbage", "", &"A".repeat(5000)] {
-        let r = get(a, "/latest/meta-data/instance-id", &[&format!("X-aws-ec2-metadata-token: {bad}")]).unwrap();
+        let r =
+            get(a, "/latest/meta-data/instance-id", &[&format!("X-aws-ec2-metadata-token: {bad}")]).unwrap();
         assert_eq!(r.status, 401, "token {bad:?}");
         assert!(r.text().contains("<title>401 - Unauthorized</title>"));
     }
-    let xff = get(a, "/latest/meta-data/instance-id", &[&format!("X-aws-ec2-metadata-token: {good}"), "X-Forwarded-For: 1.2.3.4"]).unwrap();
+    let xff = get(
+        a,
+        "/latest/meta-data/instance-id",
+        &[&format!("X-aws-ec2-metadata-token: {good}"), "X-Forwarded-For: 1.2.3.4"],
+    )
+    .unwrap();
     assert_eq!(xff.status, 403, "a token-bearing GET through a proxy is refused");
     let v1_xff = get(a, "/latest/meta-data/instance-id", &["X-Forwarded-For: 1.2.3.4"]).unwrap();
     assert_eq!(v1_xff.status, 200, "IMDSv1 through a proxy still works");
@@ -142,7 +158,8 @@ fn listings_and_user_data() {
     let a = s.data_v4();
     let top = get(a, "/latest/meta-data/", &[]).unwrap().text();
     assert!(!top.ends_with('\n'));
-    for entry in ["ami-id", "block-device-mapping/", "iam/", "instance-id", "network/", "placement/", "tags/"] {
+    for entry in ["ami-id", "block-device-mapping/", "iam/", "instance-id", "network/", "placement/", "tags/"]
+    {
         assert!(top.lines().any(|l| l == entry), "{entry} missing from {top}");
     }
     let ud = get(a, "/latest/user-data", &[]).unwrap();
@@ -185,7 +202,8 @@ fn ipv6_loopback_is_the_same_instance() {
     let r = get(v6, "/latest/meta-data/instance-id", &[&format!("X-aws-ec2-metadata-token: {tok}")]).unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "i-0123456789abcdef0"));
     // A token is bound to the instance, not to the address family.
-    let r = get(s.data_v4(), "/latest/meta-data/instance-id", &[&format!("X-aws-ec2-metadata-token: {tok}")]).unwrap();
+    let r = get(s.data_v4(), "/latest/meta-data/instance-id", &[&format!("X-aws-ec2-metadata-token: {tok}")])
+        .unwrap();
     assert_eq!(r.status, 200);
 }
 
@@ -203,7 +221,10 @@ fn unknown_callers_learn_nothing_and_are_counted() {
     let _ = c.write_all(b"GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(read_response(&mut c, false).is_err(), "an unknown source gets no answer");
     let metrics = get(s.admin, "/metrics", &[]).unwrap().text();
-    let line = metrics.lines().find(|l| l.starts_with("imds_connections_refused_total{reason=\"unknown_source\"}")).expect(&metrics);
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("imds_connections_refused_total{reason=\"unknown_source\"}"))
+        .expect(&metrics);
     assert!(line.ends_with(" 1"), "{line}");
 }
 
@@ -211,7 +232,8 @@ fn unknown_callers_learn_nothing_and_are_counted() {
 fn hostile_input_gets_a_clean_4xx_or_a_closed_connection() {
     let s = demo();
     let a = s.data_v4();
-    let huge_header = format!("GET /latest/meta-data/ HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(100_000));
+    let huge_header =
+        format!("GET /latest/meta-data/ HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(100_000));
     match raw_request(a, huge_header.as_bytes()) {
         Ok(r) => assert!((400..500).contains(&r.status), "{}", r.status),
         Err(_) => {} // closed: also acceptable

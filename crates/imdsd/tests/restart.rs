@@ -1,6 +1,8 @@
 //! A restart on the same data directory keeps tokens valid and does not
 //! create a second demo instance.
 
+#![allow(clippy::unwrap_used)] // tests unwrap: a panic is the failure report
+
 use imds_testkit::ImdsdBuilder;
 use imds_testkit::http::{get, token};
 
@@ -11,11 +13,17 @@ fn tokens_survive_a_restart_and_the_demo_is_created_once() {
     let dir = tempfile::tempdir().unwrap();
     let first = ImdsdBuilder::new(BIN).demo().data_dir(dir.path()).start().unwrap();
     let tok = token(first.data_v4(), 600).unwrap();
-    let creds_before = get(first.data_v4(), "/latest/meta-data/iam/security-credentials/demo-role", &[]).unwrap().text();
+    let creds_before =
+        get(first.data_v4(), "/latest/meta-data/iam/security-credentials/demo-role", &[]).unwrap().text();
     drop(first); // SIGKILL: no clean shutdown
 
     let second = ImdsdBuilder::new(BIN).demo().data_dir(dir.path()).start().unwrap();
-    let r = get(second.data_v4(), "/latest/meta-data/instance-id", &[&format!("X-aws-ec2-metadata-token: {tok}")]).unwrap();
+    let r = get(
+        second.data_v4(),
+        "/latest/meta-data/instance-id",
+        &[&format!("X-aws-ec2-metadata-token: {tok}")],
+    )
+    .unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "i-0123456789abcdef0"));
     // Still exactly one instance owns 127.0.0.1, and it is the same one.
     let listing = get(second.data_v4(), "/latest/meta-data/network/interfaces/macs/", &[]).unwrap().text();

@@ -1,5 +1,7 @@
 //! The real Rust SDK IMDS client (`aws-config`) against a real `imdsd`.
 
+#![allow(clippy::unwrap_used)] // tests unwrap: a panic is the failure report
+
 use aws_config::imds::client::Client;
 use aws_config::imds::credentials::ImdsCredentialsProvider;
 use aws_config::imds::region::ImdsRegionProvider;
