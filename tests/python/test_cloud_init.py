@@ -130,7 +130,6 @@ def test_instance_identity(crawl):
     assert doc["privateIp"] == demo.PRIVATE_IPV4
 
 
-@pytest.mark.xfail(strict=True, reason="signed identity documents (pkcs7, rsa2048, signature) arrive with the identity issue")
 def test_instance_identity_signatures(crawl):
     # categories.md §3: dynamic/instance-identity/ lists document, pkcs7,
     # rsa2048 and signature (base64, 76-column lines); cloud-init fetches

@@ -15,7 +15,9 @@ use imds_dataplane::tree::RenderInputs;
 use imds_dataplane::{DataPlane, InstanceSnapshot, SnapshotChange};
 use imds_store::records::{self, InstanceStatus};
 use imds_store::{Op, Store, StoreError, WatchEvent, WatchMessage};
-use std::collections::HashMap;
+use imds_core::events::InstanceEvent;
+use imds_identity::RegionSigner;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -51,6 +53,9 @@ pub enum AgentError {
     /// Randomness failed.
     #[error(transparent)]
     Random(#[from] credentials::RandomError),
+    /// Identity signing keys could not be created or read.
+    #[error("identity signing keys: {0}")]
+    Identity(String),
 }
 
 /// Credentials served for one instance run.
@@ -70,20 +75,36 @@ pub struct Agent {
     /// The records in force, by instance.
     served: HashMap<InstanceId, InstanceRecord>,
     creds: HashMap<InstanceId, InstanceCredentials>,
-    /// Revision of a sync not yet followed by a watch (set by [`Agent::sync`]).
-    synced_at: Option<u64>,
+    /// Events by instance and event id.
+    events: HashMap<InstanceId, BTreeMap<String, InstanceEvent>>,
+    /// Identity signers by region.
+    signers: HashMap<String, Arc<RegionSigner>>,
+    /// Time (Unix seconds) event phases were last judged at.
+    rendered_at: u64,
+    /// Revisions of a sync (instances, events) not yet followed by a watch.
+    synced_at: Option<(u64, u64)>,
 }
 
 impl Agent {
     /// An agent that has not synced yet.
     pub fn new(store: Arc<dyn Store>, dp: Arc<DataPlane>, clock: Arc<dyn Clock>, cfg: AgentConfig) -> Self {
-        Self { store, dp, clock, cfg, served: HashMap::new(), creds: HashMap::new(), synced_at: None }
+        Self { store, dp, clock, cfg, served: HashMap::new(), creds: HashMap::new(), events: HashMap::new(), signers: HashMap::new(), rendered_at: 0, synced_at: None }
     }
 
     /// Lists the store and brings the data plane in line; returns the
     /// revision the next watch starts after.
-    pub async fn sync(&mut self) -> Result<u64, AgentError> {
+    pub async fn sync(&mut self) -> Result<(u64, u64), AgentError> {
         let (records, revision) = records::list_instances(self.store.as_ref()).await?;
+        let (events, events_revision) = records::list_events(self.store.as_ref()).await?;
+        self.events.clear();
+        for e in events {
+            self.events.entry(e.instance_id.clone()).or_default().insert(e.event_id.clone(), e);
+        }
+        // Events and keys may have changed while we were not watching: render afresh.
+        self.served.clear();
+        self.signers.clear();
+        let regions: Vec<String> = records.iter().map(|(r, _)| r.placement.region.clone()).collect();
+        self.ensure_signers(regions).await?;
         let mut seen = std::collections::HashSet::new();
         let mut changes = Vec::new();
         let mut acks = Vec::new();
@@ -97,13 +118,13 @@ impl Agent {
         }
         self.dp.apply(changes);
         self.ack(acks).await?;
-        tracing::info!(instances = self.served.len(), revision, "synced with the store");
-        self.synced_at = Some(revision);
-        Ok(revision)
+        tracing::info!(instances = self.served.len(), revision, events_revision, "synced with the store");
+        self.synced_at = Some((revision, events_revision));
+        Ok((revision, events_revision))
     }
 
     /// Runs until `shutdown` turns true: sync (unless [`Agent::sync`] was
-    /// just called), then follow changes.
+    /// just called), then follow changes to instances and events.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), AgentError> {
         let mut refresh = tokio::time::interval(self.cfg.refresh_interval);
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -112,7 +133,7 @@ impl Agent {
                 Some(r) => Ok(r),
                 None => self.sync().await,
             };
-            let revision = match synced {
+            let (revision, events_revision) = match synced {
                 Ok(r) => r,
                 Err(AgentError::Store(e)) => {
                     tracing::warn!(error = %e, "sync failed; retrying");
@@ -123,26 +144,51 @@ impl Agent {
                 }
                 Err(e) => return Err(e),
             };
-            let mut rx = match self.store.watch(records::INSTANCES_PREFIX, revision + 1).await {
-                Ok(rx) => rx,
+            let watches = async {
+                let instances = self.store.watch(records::INSTANCES_PREFIX, revision + 1).await?;
+                let events = self.store.watch(records::EVENTS_PREFIX, events_revision + 1).await?;
+                // Keys are loaded lazily during sync; any later change is a rotation.
+                let signers = self.store.watch(records::IDENTITY_KEYS_PREFIX, revision.max(events_revision) + 1).await?;
+                Ok::<_, StoreError>((instances, events, signers))
+            };
+            let (mut instances_rx, mut events_rx, mut signers_rx) = match watches.await {
+                Ok(w) => w,
                 Err(e) => {
                     tracing::warn!(error = %e, "watch failed; relisting");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                     continue 'relist;
                 }
             };
             loop {
+                let wake = self.next_event_change();
                 tokio::select! {
-                    msg = rx.recv() => match msg {
-                        Some(WatchMessage::Events { events, .. }) => self.on_events(events).await?,
+                    msg = instances_rx.recv() => match msg {
+                        Some(WatchMessage::Events { events, .. }) => self.on_instance_changes(events).await?,
                         Some(WatchMessage::Compacted { compact_revision }) => {
-                            tracing::info!(compact_revision, "watch compacted; relisting");
+                            tracing::info!(compact_revision, "instance watch compacted; relisting");
                             continue 'relist;
                         }
                         None => {
-                            tracing::warn!("watch ended; relisting");
+                            tracing::warn!("instance watch ended; relisting");
                             continue 'relist;
                         }
                     },
+                    msg = events_rx.recv() => match msg {
+                        Some(WatchMessage::Events { events, .. }) => self.on_event_changes(events),
+                        Some(WatchMessage::Compacted { compact_revision }) => {
+                            tracing::info!(compact_revision, "event watch compacted; relisting");
+                            continue 'relist;
+                        }
+                        None => {
+                            tracing::warn!("event watch ended; relisting");
+                            continue 'relist;
+                        }
+                    },
+                    msg = signers_rx.recv() => match msg {
+                        Some(WatchMessage::Events { events, .. }) => self.on_signer_changes(events).await?,
+                        Some(WatchMessage::Compacted { .. }) | None => continue 'relist,
+                    },
+                    _ = sleep_until_unix(wake, self.clock.as_ref()) => self.rerender_due_events(),
                     _ = refresh.tick() => self.refresh_credentials().await?,
                     _ = imds_dataplane::server::stopped(&mut shutdown) => return Ok(()),
                 }
@@ -150,9 +196,113 @@ impl Agent {
         }
     }
 
-    async fn on_events(&mut self, events: Vec<WatchEvent>) -> Result<(), AgentError> {
+    /// Loads (or creates, once per store) the identity signer of every region
+    /// not loaded yet. Creating one takes about half a second (DSA
+    /// parameters), so it runs on a blocking thread.
+    async fn ensure_signers(&mut self, regions: Vec<String>) -> Result<(), AgentError> {
+        for region in regions {
+            if self.signers.contains_key(&region) {
+                continue;
+            }
+            let signer = load_or_create_signer(self.store.as_ref(), &region).await?;
+            self.signers.insert(region, Arc::new(signer));
+        }
+        Ok(())
+    }
+
+    /// A region's signing keys changed (rotation): reload and re-render.
+    async fn on_signer_changes(&mut self, changes: Vec<WatchEvent>) -> Result<(), AgentError> {
+        let regions: Vec<String> = changes
+            .iter()
+            .filter_map(|c| c.key().strip_prefix(records::IDENTITY_KEYS_PREFIX).map(str::to_owned))
+            .collect();
+        for region in &regions {
+            self.signers.remove(region);
+        }
+        self.ensure_signers(regions.clone()).await?;
+        let ids = self
+            .served
+            .values()
+            .filter(|r| regions.contains(&r.placement.region))
+            .map(|r| r.instance_id.clone())
+            .collect();
+        self.rerender(ids);
+        tracing::info!(?regions, "identity signing keys reloaded");
+        Ok(())
+    }
+
+    /// Applies changes to events and renders the instances they belong to.
+    fn on_event_changes(&mut self, changes: Vec<WatchEvent>) {
+        let mut touched = std::collections::BTreeSet::new();
+        for change in changes {
+            match change {
+                WatchEvent::Put(kv) => match records::decode::<InstanceEvent>(&kv.key, &kv.value) {
+                    Ok(e) => {
+                        touched.insert(e.instance_id.clone());
+                        self.events.entry(e.instance_id.clone()).or_default().insert(e.event_id.clone(), e);
+                    }
+                    Err(e) => tracing::error!(error = %e, "undecodable event skipped"),
+                },
+                WatchEvent::Delete { key, .. } => {
+                    let parts = key.strip_prefix(records::EVENTS_PREFIX).and_then(|k| k.split_once('/'));
+                    if let Some((id, event_id)) = parts.and_then(|(i, e)| Some((InstanceId::parse(i).ok()?, e))) {
+                        if let Some(list) = self.events.get_mut(&id) {
+                            list.remove(event_id);
+                        }
+                        touched.insert(id);
+                    }
+                }
+            }
+        }
+        self.rerender(touched);
+    }
+
+    /// The earliest time (Unix seconds) at which an event changes phase.
+    fn next_event_change(&self) -> Option<u64> {
+        let now = self.clock.now_secs();
+        self.events.values().flat_map(|m| m.values()).filter_map(|e| e.next_change_after(now)).min()
+    }
+
+    /// Renders the instances whose events changed phase by now.
+    fn rerender_due_events(&mut self) {
+        let now = self.clock.now_secs();
+        let last = self.rendered_at;
+        let due: std::collections::BTreeSet<InstanceId> = self
+            .events
+            .iter()
+            .filter(|(_, m)| m.values().any(|e| e.next_change_after(last).is_some_and(|t| t <= now)))
+            .map(|(id, _)| id.clone())
+            .collect();
+        self.rendered_at = now;
+        self.rerender(due);
+    }
+
+    /// Re-renders served instances (credentials and record unchanged).
+    fn rerender(&mut self, ids: std::collections::BTreeSet<InstanceId>) {
+        let mut changes = Vec::new();
+        for id in ids {
+            let (Some(record), Some(creds)) = (self.served.get(&id), self.creds.get(&id)) else { continue };
+            if record.state.is_served() {
+                changes.push(SnapshotChange::Upsert(Arc::new(self.render(record, creds))));
+            }
+        }
+        if !changes.is_empty() {
+            self.dp.apply(changes);
+        }
+    }
+
+    async fn on_instance_changes(&mut self, events: Vec<WatchEvent>) -> Result<(), AgentError> {
         let mut changes = Vec::new();
         let mut acks = Vec::new();
+        let regions: Vec<String> = events
+            .iter()
+            .filter_map(|e| match e {
+                WatchEvent::Put(kv) => serde_json::from_slice::<InstanceRecord>(&kv.value).ok(),
+                WatchEvent::Delete { .. } => None,
+            })
+            .map(|r| r.placement.region)
+            .collect();
+        self.ensure_signers(regions).await?;
         for event in events {
             match event {
                 WatchEvent::Put(kv) => match serde_json::from_slice::<InstanceRecord>(&kv.value) {
@@ -218,11 +368,15 @@ impl Agent {
     }
 
     fn render(&self, record: &InstanceRecord, creds: &InstanceCredentials) -> InstanceSnapshot {
+        let events: Vec<InstanceEvent> =
+            self.events.get(&record.instance_id).map(|m| m.values().cloned().collect()).unwrap_or_default();
         let inputs = RenderInputs {
             role_credentials_v1: creds.role.as_ref().map(|(v1, _)| v1),
             role_credentials_v2: creds.role.as_ref().map(|(_, v2)| v2),
             identity_credentials: Some(&creds.identity),
             now_secs: self.clock.now_secs(),
+            events: &events,
+            signer: self.signers.get(&record.placement.region),
         };
         InstanceSnapshot::render(record, &inputs)
     }
@@ -301,5 +455,40 @@ impl Agent {
             .map_err(|e| StoreError::Backend(format!("cannot encode a status: {e}")))?;
         self.store.txn(Vec::new(), ops).await?;
         Ok(())
+    }
+}
+
+/// The stored signer of `region`, created and stored first if there is
+/// none. Two agents racing here agree on one signer (create-if-absent).
+pub async fn load_or_create_signer(store: &dyn Store, region: &str) -> Result<RegionSigner, AgentError> {
+    let key = records::identity_keys_key(region);
+    let stored = match records::get_secret(store, &key).await? {
+        Some(bytes) => bytes,
+        None => {
+            let region_owned = region.to_owned();
+            let fresh = tokio::task::spawn_blocking(move || RegionSigner::generate(&region_owned))
+                .await
+                .map_err(|e| AgentError::Identity(format!("key generation task failed: {e}")))?
+                .map_err(|e| AgentError::Identity(e.to_string()))?;
+            let bytes = serde_json::to_vec(&fresh).map_err(|e| AgentError::Identity(e.to_string()))?;
+            records::put_secret_if_absent(store, &key, bytes).await?
+        }
+    };
+    serde_json::from_slice(&stored)
+        .map_err(|e| AgentError::Identity(format!("stored identity keys of {region} are unreadable: {e}")))
+}
+
+/// Sleeps until the Unix time `at` (seconds) by `clock`, or forever if `None`.
+/// Sleeps a second at most between looks at the clock, so a clock that
+/// jumps (tests, NTP) is noticed quickly.
+async fn sleep_until_unix(at: Option<u64>, clock: &dyn Clock) {
+    let Some(at) = at else { return std::future::pending::<()>().await };
+    loop {
+        let now_ms = clock.now_millis();
+        let due_ms = at.saturating_mul(1000);
+        if now_ms >= due_ms {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis((due_ms - now_ms).min(1000))).await;
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod clock;
 pub mod credentials;
+pub mod events;
 pub mod ids;
 pub mod instance;
 pub mod options;

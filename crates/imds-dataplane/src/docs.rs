@@ -11,7 +11,7 @@
 //! tree (that is [`crate::tree`]) nor where credentials come from.
 
 use imds_core::instance::IamInstanceProfile;
-use imds_core::timefmt::iso8601_secs;
+use imds_core::timefmt::{event_time, iso8601_secs};
 use imds_core::{InstanceRecord, RoleCredentials};
 
 /// `Code` of every successful credential or info document.
@@ -58,6 +58,13 @@ fn push_json_str(out: &mut String, s: &str) {
         Ok(quoted) => out.push_str(&quoted),
         Err(_) => out.push_str("\"\""),
     }
+}
+
+/// `s` as a JSON string literal.
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    push_json_str(&mut out, s);
+    out
 }
 
 /// Writes `{`, one `  "key" : value` line per field (comma at line end), `}`,
@@ -337,4 +344,64 @@ mod tests {
             serde_json::from_str::<serde_json::Value>(&doc).unwrap();
         }
     }
+}
+
+/// `spot/instance-action`: `{"action": "terminate", "time": "2017-09-18T08:22:00Z"}`
+/// (one line, a space after each colon and comma, as documented).
+pub fn spot_instance_action(action: imds_core::events::SpotAction, time: u64) -> String {
+    format!(r#"{{"action": "{}", "time": "{}"}}"#, action.as_str(), iso8601_secs(time))
+}
+
+/// `events/recommendations/rebalance`: `{"noticeTime": "2020-10-27T08:22:00Z"}`.
+pub fn rebalance_recommendation(notice_time: u64) -> String {
+    format!(r#"{{"noticeTime": "{}"}}"#, iso8601_secs(notice_time))
+}
+
+/// `events/maintenance/scheduled` or `history`: a JSON array of events in
+/// the documented layout (keys `NotBefore`, `Code`, `Description`, `EventId`,
+/// `NotAfter`, `NotBeforeDeadline`, `State`; times `D Mon YYYY HH:MM:SS GMT`).
+/// An empty list is `[]`.
+pub fn maintenance_events(events: &[MaintenanceEntry<'_>]) -> String {
+    if events.is_empty() {
+        return "[]".to_owned();
+    }
+    let items: Vec<String> = events
+        .iter()
+        .map(|e| {
+            let mut fields = vec![
+                format!("    \"NotBefore\" : {}", json_str(&event_time(e.not_before))),
+                format!("    \"Code\" : {}", json_str(e.code)),
+                format!("    \"Description\" : {}", json_str(&e.description)),
+                format!("    \"EventId\" : {}", json_str(e.event_id)),
+            ];
+            if let Some(after) = e.not_after {
+                fields.push(format!("    \"NotAfter\" : {}", json_str(&event_time(after))));
+            }
+            if let Some(deadline) = e.not_before_deadline {
+                fields.push(format!("    \"NotBeforeDeadline\" : {}", json_str(&event_time(deadline))));
+            }
+            fields.push(format!("    \"State\" : {}", json_str(e.state)));
+            format!("  {{\n{}\n  }}", fields.join(",\n"))
+        })
+        .collect();
+    format!("[\n{}\n]", items.join(",\n"))
+}
+
+/// One maintenance event as the `scheduled` / `history` documents show it.
+#[derive(Debug, Clone)]
+pub struct MaintenanceEntry<'a> {
+    /// `instance-event-…`
+    pub event_id: &'a str,
+    /// Event code.
+    pub code: &'a str,
+    /// Description, with `[Completed] ` / `[Canceled] ` in history.
+    pub description: String,
+    /// `active`, `completed` or `canceled`.
+    pub state: &'a str,
+    /// Unix seconds.
+    pub not_before: u64,
+    /// Unix seconds.
+    pub not_after: Option<u64>,
+    /// Unix seconds.
+    pub not_before_deadline: Option<u64>,
 }

@@ -13,7 +13,6 @@ use crate::responses::{
     self, BAD_REQUEST_HTML, NOT_FOUND_HTML, SERVER, TEXT_HTML, TEXT_PLAIN, UNAUTHORIZED_HTML,
 };
 use crate::snapshot::{DataPlane, InstanceSnapshot};
-use crate::tree::Node;
 use bytes::Bytes;
 use http::header::{ALLOW, CONTENT_TYPE, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
@@ -119,11 +118,10 @@ fn route(
     let mut resp = match route {
         Route::VersionList => text(VERSION_LIST.clone(), TEXT_PLAIN),
         Route::Tree(p) => match snap.tree.get(p) {
-            Some(Node::Leaf { body, content_type }) => text(body.clone(), content_type),
-            Some(Node::Dir(listing)) => text(listing.clone(), TEXT_PLAIN),
-            Some(Node::RoleCredentials { imdsv1, imdsv2 }) => {
-                text(if v2 { imdsv2.clone() } else { imdsv1.clone() }, TEXT_PLAIN)
-            }
+            Some(node) => match node.body(v2) {
+                Some(body) => text(body.clone(), node.content_type()),
+                None => empty(StatusCode::INTERNAL_SERVER_ERROR),
+            },
             None => html(StatusCode::NOT_FOUND, NOT_FOUND_HTML),
         },
         Route::NotFound | Route::Token { .. } => html(StatusCode::NOT_FOUND, NOT_FOUND_HTML),

@@ -20,10 +20,14 @@
 use crate::docs;
 use crate::responses::TEXT_PLAIN;
 use bytes::Bytes;
+use imds_core::events::{EventKind, EventPhase, InstanceEvent, SpotAction};
 use imds_core::instance::{ip_hostname, is_imds_tag_key, public_hostname};
+use imds_core::timefmt::iso8601_secs;
+use imds_identity::RegionSigner;
 use imds_core::{InstanceRecord, NetworkInterface, RoleCredentials};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 
 /// Content type of `user-data` (README ambiguity 6: the official mock's
 /// choice; every other node is [`TEXT_PLAIN`]).
@@ -36,8 +40,29 @@ pub const IDENTITY_ROLE_NAME: &str = "ec2-instance";
 /// Value of `meta-data/metrics/vhostmd`, a legacy placeholder.
 const VHOSTMD: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>";
 
+/// A leaf computed on its first request and then kept: the signed identity
+/// documents. Signing at render time would cost about a millisecond per
+/// instance, minutes for a fleet of 100,000, for documents few guests read.
+pub struct LazyLeaf {
+    cell: OnceLock<Option<Bytes>>,
+    make: Box<dyn Fn() -> Option<Bytes> + Send + Sync>,
+}
+
+impl LazyLeaf {
+    /// A leaf whose body `make` computes once; `None` means it failed (logged
+    /// by `make`), and the request gets a server error instead of a body.
+    pub fn new(make: impl Fn() -> Option<Bytes> + Send + Sync + 'static) -> Arc<Self> {
+        Arc::new(Self { cell: OnceLock::new(), make: Box::new(make) })
+    }
+
+    /// The body, computed on first use.
+    pub fn get(&self) -> Option<&Bytes> {
+        self.cell.get_or_init(|| (self.make)()).as_ref()
+    }
+}
+
 /// One node of the tree.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub enum Node {
     /// A leaf value; body is served as is.
     Leaf {
@@ -57,21 +82,33 @@ pub enum Node {
         /// Served to token-authenticated (IMDSv2) requests.
         imdsv2: Bytes,
     },
+    /// A text leaf computed on first request ([`LazyLeaf`]).
+    Lazy(Arc<LazyLeaf>),
+}
+
+impl PartialEq for Node {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Node::Leaf { body: a, content_type: x }, Node::Leaf { body: b, content_type: y }) => a == b && x == y,
+            (Node::Dir(a), Node::Dir(b)) => a == b,
+            (Node::RoleCredentials { imdsv1: a, imdsv2: b }, Node::RoleCredentials { imdsv1: c, imdsv2: d }) => {
+                a == c && b == d
+            }
+            (Node::Lazy(a), Node::Lazy(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
 }
 
 impl Node {
     /// The response body for a request that did (`imdsv2 = true`) or did
     /// not carry a valid token; only role credentials differ.
-    pub fn body(&self, imdsv2: bool) -> &Bytes {
+    /// `None` only when a lazy leaf failed to compute.
+    pub fn body(&self, imdsv2: bool) -> Option<&Bytes> {
         match self {
-            Node::Leaf { body, .. } | Node::Dir(body) => body,
-            Node::RoleCredentials { imdsv1, imdsv2: v2 } => {
-                if imdsv2 {
-                    v2
-                } else {
-                    imdsv1
-                }
-            }
+            Node::Leaf { body, .. } | Node::Dir(body) => Some(body),
+            Node::RoleCredentials { imdsv1, imdsv2: v2 } => Some(if imdsv2 { v2 } else { imdsv1 }),
+            Node::Lazy(leaf) => leaf.get(),
         }
     }
 
@@ -79,7 +116,7 @@ impl Node {
     pub fn content_type(&self) -> &'static str {
         match self {
             Node::Leaf { content_type, .. } => content_type,
-            Node::Dir(_) | Node::RoleCredentials { .. } => TEXT_PLAIN,
+            Node::Dir(_) | Node::RoleCredentials { .. } | Node::Lazy(_) => TEXT_PLAIN,
         }
     }
 }
@@ -93,6 +130,7 @@ impl fmt::Debug for Node {
             }
             Node::Dir(listing) => f.debug_tuple("Dir").field(listing).finish(),
             Node::RoleCredentials { .. } => f.write_str("RoleCredentials(<redacted>)"),
+            Node::Lazy(leaf) => f.debug_tuple("Lazy").field(&leaf.cell.get()).finish(),
         }
     }
 }
@@ -110,9 +148,15 @@ pub struct RenderInputs<'a> {
     /// Credentials of `identity-credentials/ec2/security-credentials/ec2-instance`;
     /// `None` => the same error-document treatment.
     pub identity_credentials: Option<&'a RoleCredentials>,
-    /// Now, Unix seconds: `LastUpdated` of error documents, and of info
-    /// documents when no credentials exist yet.
+    /// Now, Unix seconds: `LastUpdated` of error documents, of info
+    /// documents when no credentials exist yet, and the time events are
+    /// judged at (hidden, active, completed, canceled).
     pub now_secs: u64,
+    /// The instance's events (spot, rebalance, maintenance, lifecycle).
+    pub events: &'a [InstanceEvent],
+    /// The region's identity signer; without one the signed documents
+    /// (`pkcs7`, `rsa2048`, `signature`) are absent.
+    pub signer: Option<&'a Arc<RegionSigner>>,
 }
 
 /// Immutable, pre-rendered tree of one instance: a request does one
@@ -134,7 +178,7 @@ impl MetadataTree {
     pub fn render(record: &InstanceRecord, inputs: &RenderInputs<'_>) -> MetadataTree {
         let mut b = TreeBuilder::new();
         render_meta_data(&mut b, record, inputs);
-        render_dynamic(&mut b, record);
+        render_dynamic(&mut b, record, inputs.signer);
         if let Some(user_data) = record.user_data.as_deref().filter(|u| !u.is_empty()) {
             b.binary("user-data", Bytes::copy_from_slice(user_data), USER_DATA_CONTENT_TYPE);
         }
@@ -209,6 +253,11 @@ impl TreeBuilder {
     pub fn role_credentials(&mut self, path: &str, imdsv1: String, imdsv2: String) -> &mut Self {
         let node = Node::RoleCredentials { imdsv1: imdsv1.into(), imdsv2: imdsv2.into() };
         self.insert(path, node)
+    }
+
+    /// A text leaf computed on first request.
+    pub fn lazy(&mut self, path: &str, leaf: Arc<LazyLeaf>) -> &mut Self {
+        self.insert(path, Node::Lazy(leaf))
     }
 
     /// Shows `path` in its parent's listing as `label` instead of its name
@@ -391,8 +440,7 @@ fn render_meta_data(b: &mut TreeBuilder, r: &InstanceRecord, inputs: &RenderInpu
     for device in &r.block_devices {
         b.leaf(&md(&format!("block-device-mapping/{}", device.name)), device.device.clone());
     }
-    b.json(&md("events/maintenance/history"), "[]".to_owned());
-    b.json(&md("events/maintenance/scheduled"), "[]".to_owned());
+    render_events(b, inputs);
 
     render_credentials(b, r, inputs);
 
@@ -435,6 +483,59 @@ fn render_meta_data(b: &mut TreeBuilder, r: &InstanceRecord, inputs: &RenderInpu
 
 /// IAM role and instance identity credentials (categories.md §2.5,
 /// credentials.md).
+/// Events as seen at `inputs.now_secs` (categories.md §2.4, §2.9): each
+/// path exists only while it has something to say, except the maintenance
+/// lists, which are always present (`[]` when empty).
+fn render_events(b: &mut TreeBuilder, inputs: &RenderInputs<'_>) {
+    let now = inputs.now_secs;
+    let mut scheduled = Vec::new();
+    let mut history = Vec::new();
+    let mut lifecycle: Option<(u64, &str)> = None;
+    for e in inputs.events {
+        let phase = e.phase(now);
+        match (&e.kind, phase) {
+            (_, EventPhase::Hidden) => {}
+            (EventKind::Maintenance { code, description, not_before, not_after, not_before_deadline }, _) => {
+                let (list, state, prefix) = match phase {
+                    EventPhase::Completed => (&mut history, "completed", "[Completed] "),
+                    EventPhase::Canceled => (&mut history, "canceled", "[Canceled] "),
+                    _ => (&mut scheduled, "active", ""),
+                };
+                list.push(docs::MaintenanceEntry {
+                    event_id: &e.event_id,
+                    code: code.as_str(),
+                    description: format!("{prefix}{description}"),
+                    state,
+                    not_before: *not_before,
+                    not_after: *not_after,
+                    not_before_deadline: *not_before_deadline,
+                });
+            }
+            (_, EventPhase::Canceled | EventPhase::Completed) => {}
+            (EventKind::SpotInterruption { action, time }, EventPhase::Active) => {
+                b.json(&md("spot/instance-action"), docs::spot_instance_action(*action, *time));
+                if *action == SpotAction::Terminate {
+                    b.leaf(&md("spot/termination-time"), iso8601_secs(*time));
+                }
+            }
+            (EventKind::Rebalance { notice_time }, EventPhase::Active) => {
+                b.json(&md("events/recommendations/rebalance"), docs::rebalance_recommendation(*notice_time));
+            }
+            (EventKind::TargetLifecycleState { state }, EventPhase::Active) => {
+                // The most recent transition is the state in force.
+                if lifecycle.is_none_or(|(at, _)| e.visible_from >= at) {
+                    lifecycle = Some((e.visible_from, state));
+                }
+            }
+        }
+    }
+    if let Some((_, state)) = lifecycle {
+        b.leaf(&md("autoscaling/target-lifecycle-state"), state.to_owned());
+    }
+    b.json(&md("events/maintenance/scheduled"), docs::maintenance_events(&scheduled));
+    b.json(&md("events/maintenance/history"), docs::maintenance_events(&history));
+}
+
 fn render_credentials(b: &mut TreeBuilder, r: &InstanceRecord, inputs: &RenderInputs<'_>) {
     let now = inputs.now_secs;
     if let Some(profile) = &r.iam_instance_profile {
@@ -514,10 +615,30 @@ fn render_interface(b: &mut TreeBuilder, r: &InstanceRecord, nic: &NetworkInterf
     }
 }
 
-fn render_dynamic(b: &mut TreeBuilder, r: &InstanceRecord) {
+fn render_dynamic(b: &mut TreeBuilder, r: &InstanceRecord, signer: Option<&Arc<RegionSigner>>) {
     let monitoring = if r.monitoring { "enabled" } else { "disabled" };
     b.leaf("dynamic/fws/instance-monitoring", monitoring);
-    b.json("dynamic/instance-identity/document", docs::identity_document(r));
+    let document = docs::identity_document(r);
+    if let Some(signer) = signer {
+        // Each signs exactly the bytes served at `document` (categories.md §3.2).
+        type SignFn = fn(&RegionSigner, &[u8]) -> Result<String, imds_identity::IdentityError>;
+        let kinds: [(&str, SignFn); 3] =
+            [("pkcs7", RegionSigner::pkcs7), ("rsa2048", RegionSigner::rsa2048), ("signature", RegionSigner::signature)];
+        for (name, sign) in kinds {
+            let (signer, doc) = (Arc::clone(signer), document.clone());
+            b.lazy(
+                &format!("dynamic/instance-identity/{name}"),
+                LazyLeaf::new(move || match sign(&signer, doc.as_bytes()) {
+                    Ok(text) => Some(Bytes::from(text)),
+                    Err(e) => {
+                        tracing::error!(error = %e, kind = name, "cannot sign the identity document");
+                        None
+                    }
+                }),
+            );
+        }
+    }
+    b.json("dynamic/instance-identity/document", document);
 }
 
 #[cfg(test)]
@@ -553,6 +674,8 @@ mod tests {
             role_credentials_v2: Some(&v2),
             identity_credentials: Some(&id),
             now_secs: NOW,
+            events: &[],
+            signer: None,
         };
         MetadataTree::render(r, &inputs)
     }
@@ -563,13 +686,15 @@ mod tests {
             role_credentials_v2: None,
             identity_credentials: None,
             now_secs: NOW,
+            events: &[],
+            signer: None,
         };
         MetadataTree::render(r, &inputs)
     }
 
     fn text(tree: &MetadataTree, path: &str) -> String {
         let node = tree.get(path).unwrap_or_else(|| panic!("{path} missing"));
-        String::from_utf8(node.body(true).to_vec()).unwrap()
+        String::from_utf8(node.body(true).unwrap().to_vec()).unwrap()
     }
 
     /// An instance with no role, no key, no public IP, no user data, one
@@ -686,6 +811,101 @@ mod tests {
         assert!(orphans.is_empty(), "{name}: unreachable {orphans:?}");
     }
 
+    fn render_at(r: &InstanceRecord, events: &[InstanceEvent], now: u64) -> MetadataTree {
+        let inputs = RenderInputs {
+            role_credentials_v1: None,
+            role_credentials_v2: None,
+            identity_credentials: None,
+            now_secs: now,
+            events,
+            signer: None,
+        };
+        MetadataTree::render(r, &inputs)
+    }
+
+    fn ev(id: &str, kind: EventKind, visible_from: u64) -> InstanceEvent {
+        InstanceEvent {
+            event_id: id.to_owned(),
+            instance_id: sample().instance_id,
+            kind,
+            visible_from,
+            canceled_at: None,
+        }
+    }
+
+    #[test]
+    fn maintenance_event_matches_the_documented_layout_and_moves_to_history() {
+        use imds_core::events::MaintenanceCode;
+        let e = ev(
+            "instance-event-0d59937288b749b32",
+            EventKind::Maintenance {
+                code: MaintenanceCode::SystemReboot,
+                description: "scheduled reboot".into(),
+                not_before: 1_548_061_243, // 21 Jan 2019 09:00:43 GMT
+                not_after: Some(1_548_062_243), // 21 Jan 2019 09:17:23 GMT
+                not_before_deadline: None,
+            },
+            0,
+        );
+        let expected = "[\n  {\n    \"NotBefore\" : \"21 Jan 2019 09:00:43 GMT\",\n    \"Code\" : \"system-reboot\",\n    \"Description\" : \"scheduled reboot\",\n    \"EventId\" : \"instance-event-0d59937288b749b32\",\n    \"NotAfter\" : \"21 Jan 2019 09:17:23 GMT\",\n    \"State\" : \"active\"\n  }\n]";
+        let before = render_at(&sample(), std::slice::from_ref(&e), 1_548_061_000);
+        assert_eq!(text(&before, "meta-data/events/maintenance/scheduled"), expected);
+        assert_eq!(text(&before, "meta-data/events/maintenance/history"), "[]");
+        let parsed: serde_json::Value = serde_json::from_str(expected).unwrap();
+        assert_eq!(parsed[0]["Code"], "system-reboot");
+        let after = render_at(&sample(), std::slice::from_ref(&e), 1_548_062_243);
+        assert_eq!(text(&after, "meta-data/events/maintenance/scheduled"), "[]");
+        let history = text(&after, "meta-data/events/maintenance/history");
+        assert!(history.contains("\"Description\" : \"[Completed] scheduled reboot\""), "{history}");
+        assert!(history.contains("\"State\" : \"completed\""), "{history}");
+        let mut canceled = e.clone();
+        canceled.canceled_at = Some(1_548_061_100);
+        let c = render_at(&sample(), &[canceled], 1_548_061_200);
+        assert!(text(&c, "meta-data/events/maintenance/history").contains("[Canceled] scheduled reboot"));
+    }
+
+    #[test]
+    fn spot_rebalance_and_lifecycle_appear_only_while_active() {
+        use imds_core::events::SpotAction;
+        let events = [
+            ev("instance-event-00000000000000001", EventKind::SpotInterruption { action: SpotAction::Terminate, time: 1_505_722_920 }, 100),
+            ev("instance-event-00000000000000002", EventKind::Rebalance { notice_time: 1_603_786_920 }, 100),
+            ev("instance-event-00000000000000003", EventKind::TargetLifecycleState { state: "Standby".into() }, 100),
+            ev("instance-event-00000000000000004", EventKind::TargetLifecycleState { state: "InService".into() }, 150),
+        ];
+        let hidden = render_at(&sample(), &events, 99);
+        for p in ["meta-data/spot", "meta-data/events/recommendations", "meta-data/autoscaling"] {
+            assert!(hidden.get(p).is_none(), "{p} before the event");
+        }
+        assert!(!text(&hidden, "meta-data").contains("spot/"));
+        let shown = render_at(&sample(), &events, 120);
+        assert_eq!(text(&shown, "meta-data/spot/instance-action"), r#"{"action": "terminate", "time": "2017-09-18T08:22:00Z"}"#);
+        assert_eq!(text(&shown, "meta-data/spot/termination-time"), "2017-09-18T08:22:00Z");
+        assert_eq!(text(&shown, "meta-data/events/recommendations/rebalance"), r#"{"noticeTime": "2020-10-27T08:22:00Z"}"#);
+        assert_eq!(text(&shown, "meta-data/autoscaling/target-lifecycle-state"), "Standby");
+        assert_eq!(text(&shown, "meta-data/events"), "maintenance/\nrecommendations/");
+        crawl("events", &shown);
+        let later = render_at(&sample(), &events, 200);
+        assert_eq!(text(&later, "meta-data/autoscaling/target-lifecycle-state"), "InService");
+        let mut canceled = events.to_vec();
+        for e in &mut canceled {
+            e.canceled_at = Some(180);
+        }
+        let gone = render_at(&sample(), &canceled, 200);
+        assert!(gone.get("meta-data/spot/instance-action").is_none());
+        assert!(gone.get("meta-data/events/recommendations/rebalance").is_none());
+        assert!(gone.get("meta-data/autoscaling").is_none());
+        crawl("canceled events", &gone);
+    }
+
+    #[test]
+    fn spot_stop_has_no_termination_time() {
+        use imds_core::events::SpotAction;
+        let events = [ev("instance-event-00000000000000001", EventKind::SpotInterruption { action: SpotAction::Stop, time: 1_505_722_920 }, 0)];
+        let t = render_at(&sample(), &events, 10);
+        assert_eq!(text(&t, "meta-data/spot"), "instance-action");
+    }
+
     #[test]
     fn crawl_reaches_every_node_and_every_listed_entry_answers() {
         for (name, tree) in fixtures() {
@@ -699,7 +919,7 @@ mod tests {
             for path in tree.paths().filter(|p| *p != "user-data") {
                 let node = tree.get(path).unwrap();
                 for v2 in [false, true] {
-                    let body = node.body(v2);
+                    let body = node.body(v2).unwrap();
                     assert!(!body.ends_with(b"\n"), "{name}: {path} ends with a newline");
                     assert!(!body.starts_with(b"\n"), "{name}: {path} starts with a newline");
                 }
@@ -771,7 +991,7 @@ mod tests {
         r.user_data = Some(bytes.clone());
         let tree = render_with_creds(&r);
         let node = tree.get("user-data").unwrap();
-        assert_eq!(node.body(false).as_ref(), bytes.as_slice());
+        assert_eq!(node.body(false).unwrap().as_ref(), bytes.as_slice());
         assert_eq!(node.content_type(), USER_DATA_CONTENT_TYPE);
     }
 
@@ -854,8 +1074,8 @@ mod tests {
         assert_eq!(text(&tree, "meta-data/iam"), "info\nsecurity-credentials/");
         assert_eq!(text(&tree, "meta-data/iam/security-credentials"), "demo-role");
         let node = tree.get("meta-data/iam/security-credentials/demo-role").unwrap();
-        let v1 = std::str::from_utf8(node.body(false)).unwrap();
-        let v2 = std::str::from_utf8(node.body(true)).unwrap();
+        let v1 = std::str::from_utf8(node.body(false).unwrap()).unwrap();
+        let v2 = std::str::from_utf8(node.body(true).unwrap()).unwrap();
         assert_eq!(v1, docs::role_credentials(&creds("ASIAV1", 1_700_000_000)));
         assert_eq!(v2, docs::role_credentials(&creds("ASIAV2", 1_700_000_050)));
         assert_eq!(node.content_type(), TEXT_PLAIN);
@@ -870,7 +1090,7 @@ mod tests {
         let tree = render_without_creds(&sample());
         let node = tree.get("meta-data/iam/security-credentials/demo-role").unwrap();
         for v2 in [false, true] {
-            let body = std::str::from_utf8(node.body(v2)).unwrap();
+            let body = std::str::from_utf8(node.body(v2).unwrap()).unwrap();
             assert_eq!(body, docs::credentials_error("demo-role", NOW));
         }
         assert_eq!(

@@ -43,6 +43,8 @@ fn snapshot(r: &InstanceRecord) -> Arc<InstanceSnapshot> {
         role_credentials_v2: Some(&v2),
         identity_credentials: Some(&id),
         now_secs: T0 / 1000,
+        events: &[],
+        signer: None,
     };
     Arc::new(InstanceSnapshot::render(r, &inputs))
 }

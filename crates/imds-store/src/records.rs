@@ -25,6 +25,10 @@ pub const STATUS_PREFIX: &str = "status/";
 pub const SECRETS_PREFIX: &str = "secrets/";
 /// Prefix of token key rings: `secrets/token-keys/<host-id>`.
 pub const TOKEN_KEYS_PREFIX: &str = "secrets/token-keys/";
+/// Prefix of instance events: `events/<instance-id>/<event-id>`.
+pub const EVENTS_PREFIX: &str = "events/";
+/// Prefix of per-region identity signing keys: `secrets/identity-keys/<region>`.
+pub const IDENTITY_KEYS_PREFIX: &str = "secrets/identity-keys/";
 /// Marker that the demo instance was created once (so deleting it sticks).
 pub const DEMO_INSTANCE_KEY: &str = "meta/demo-instance";
 
@@ -56,6 +60,25 @@ pub fn status_key(id: &InstanceId) -> String {
 /// `secrets/token-keys/<host-id>`
 pub fn token_keys_key(host_id: &str) -> String {
     format!("{TOKEN_KEYS_PREFIX}{host_id}")
+}
+
+/// `events/<instance-id>/<event-id>`
+pub fn event_key(instance_id: &InstanceId, event_id: &str) -> String {
+    format!("{EVENTS_PREFIX}{instance_id}/{event_id}")
+}
+
+/// `secrets/identity-keys/<region>`
+pub fn identity_keys_key(region: &str) -> String {
+    format!("{IDENTITY_KEYS_PREFIX}{region}")
+}
+
+/// Every event of every instance, at one revision.
+pub async fn list_events(
+    store: &dyn Store,
+) -> Result<(Vec<imds_core::events::InstanceEvent>, Revision), StoreError> {
+    let (kvs, revision) = store.list(EVENTS_PREFIX).await?;
+    let events = kvs.iter().map(|kv| decode(&kv.key, &kv.value)).collect::<Result<Vec<_>, _>>()?;
+    Ok((events, revision))
 }
 
 /// The instance id in an `instances/…` or `status/…` key (for watch events,

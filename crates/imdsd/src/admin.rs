@@ -7,7 +7,8 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use crate::admin_api::{self, ApiState};
+use axum::routing::{delete, get, post};
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,9 +42,15 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
     }
 }
 
-/// The admin routes.
-pub fn router(state: Arc<AdminState>) -> Router {
-    Router::new().route("/healthz", get(healthz)).route("/metrics", get(metrics)).with_state(state)
+/// The admin routes: health, metrics and the `/v1/` API.
+pub fn router(state: Arc<AdminState>, api: Arc<ApiState>) -> Router {
+    let v1 = Router::new()
+        .route("/v1/identity/certificate", get(admin_api::identity_certificate))
+        .route("/v1/identity/rotate", post(admin_api::identity_rotate))
+        .route("/v1/events", get(admin_api::list_events).post(admin_api::schedule_event))
+        .route("/v1/events/{event_id}", delete(admin_api::cancel_event))
+        .with_state(api);
+    Router::new().route("/healthz", get(healthz)).route("/metrics", get(metrics)).with_state(state).merge(v1)
 }
 
 /// Serves `router` on `listener` until `shutdown` turns true.

@@ -5,6 +5,9 @@
 //! in the library crates.
 
 mod admin;
+mod admin_api;
+mod client;
+mod commands;
 mod config;
 mod demo;
 mod serve;
@@ -67,6 +70,18 @@ enum Command {
     /// Ctrl-C stops accepting, finishes requests in flight and closes the
     /// store cleanly.
     Serve(ServeArgs),
+
+    /// Signed instance identity: print the certificate that verifies the
+    /// documents, or rotate a region's signing keys (talks to a running
+    /// imdsd through its admin endpoint).
+    #[command(subcommand)]
+    Identity(commands::IdentityCommand),
+
+    /// Spot interruptions, rebalance recommendations, scheduled maintenance
+    /// and Auto Scaling lifecycle states of instances (talks to a running
+    /// imdsd through its admin endpoint).
+    #[command(subcommand)]
+    Events(commands::EventsCommand),
 }
 
 /// Options of `imdsd serve`.
@@ -122,6 +137,8 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve(args) => runtime.block_on(serve::run(args)),
+        Command::Identity(cmd) => runtime.block_on(commands::identity(cmd)),
+        Command::Events(cmd) => runtime.block_on(commands::events(cmd)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

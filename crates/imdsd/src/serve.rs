@@ -2,6 +2,7 @@
 
 use crate::ServeArgs;
 use crate::admin::{self, AdminState};
+use crate::admin_api::ApiState;
 use crate::config::Config;
 use crate::demo;
 use anyhow::Context;
@@ -24,6 +25,9 @@ use tokio::sync::watch;
 
 /// Host id of the single in-process agent.
 pub const LOCAL_HOST_ID: &str = "h-local";
+
+/// Region of the demo instance and of commands that name none.
+pub const DEFAULT_REGION: &str = "us-east-1";
 
 const DEFAULT_DATA_LISTEN: &str = "127.0.0.1:1338";
 const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9773";
@@ -147,7 +151,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         println!("listening data http://{addr}");
     }
     let admin_addr = admin_listener.local_addr()?;
-    tasks.spawn(admin::serve(admin::router(Arc::clone(&admin_state)), admin_listener, stop_rx.clone()));
+    let api_state = Arc::new(ApiState {
+        store: Arc::clone(&store),
+        clock: Arc::clone(&clock),
+        default_region: DEFAULT_REGION.to_owned(),
+    });
+    tasks.spawn(admin::serve(admin::router(Arc::clone(&admin_state), api_state), admin_listener, stop_rx.clone()));
     println!("listening admin http://{admin_addr}");
     let agent_task = tokio::spawn(agent.run(stop_rx.clone()));
     tracing::info!(data_dir = %settings.data_dir.display(), "imdsd is serving");

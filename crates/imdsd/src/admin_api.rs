@@ -1,0 +1,217 @@
+//! The admin JSON API under `/v1/`: identity certificates and key rotation,
+//! and instance events. The `imdsd identity` and `imdsd events` commands
+//! are its clients. Errors are `{"error": "..."}` with a 4xx status.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use imds_core::events::{EventKind, InstanceEvent};
+use imds_core::{Clock, InstanceId};
+use imds_identity::RegionSigner;
+use imds_store::{Compare, Op, Store, records};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// What the API handlers share.
+pub struct ApiState {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// Time for scheduling.
+    pub clock: Arc<dyn Clock>,
+    /// Region used when a request names none.
+    pub default_region: String,
+}
+
+/// An API failure: status and message.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        #[derive(Serialize)]
+        struct Body {
+            error: String,
+        }
+        (self.0, Json(Body { error: self.1 })).into_response()
+    }
+}
+
+fn bad_request(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    tracing::error!(error = %e, "admin API failure");
+    ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the server log".to_owned())
+}
+
+/// `?region=`
+#[derive(Deserialize)]
+pub struct RegionQuery {
+    region: Option<String>,
+}
+
+/// `GET /v1/identity/certificate?region=R`: the PEM certificates that verify
+/// this region's identity documents (created with the keys on first use).
+pub async fn identity_certificate(
+    State(state): State<Arc<ApiState>>,
+    Query(q): Query<RegionQuery>,
+) -> Result<String, ApiError> {
+    let region = q.region.unwrap_or_else(|| state.default_region.clone());
+    let signer = imds_agent::load_or_create_signer(state.store.as_ref(), &region)
+        .await
+        .map_err(|e| bad_request(e.to_string()))?;
+    Ok(signer.certificate_pem())
+}
+
+/// `POST /v1/identity/rotate?region=R`: new signing keys for a region. Data
+/// planes switch to them within a second; documents signed before verify
+/// only with the old certificate.
+pub async fn identity_rotate(
+    State(state): State<Arc<ApiState>>,
+    Query(q): Query<RegionQuery>,
+) -> Result<String, ApiError> {
+    let region = q.region.unwrap_or_else(|| state.default_region.clone());
+    let region_owned = region.clone();
+    let fresh = tokio::task::spawn_blocking(move || RegionSigner::generate(&region_owned))
+        .await
+        .map_err(internal)?
+        .map_err(|e| bad_request(e.to_string()))?;
+    let bytes = serde_json::to_vec(&fresh).map_err(internal)?;
+    state.store.txn(Vec::new(), vec![Op::put(records::identity_keys_key(&region), bytes)]).await.map_err(internal)?;
+    tracing::info!(%region, "identity signing keys rotated");
+    Ok(fresh.certificate_pem())
+}
+
+/// Body of `POST /v1/events`: `instance_id`, optional `delay_secs`, and the
+/// event itself tagged by `kind` (the JSON shape of [`EventKind`]).
+#[derive(Debug)]
+pub struct ScheduleRequest {
+    /// Target instance.
+    pub instance_id: String,
+    /// The event.
+    pub kind: EventKind,
+    /// Seconds until the event becomes visible (0 = now).
+    pub delay_secs: u64,
+}
+
+impl ScheduleRequest {
+    /// Parses the body; unknown fields are refused by name.
+    fn parse(body: &[u8]) -> Result<Self, String> {
+        let mut value: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+        let obj = value.as_object_mut().ok_or("the body must be a JSON object")?;
+        let instance_id = match obj.remove("instance_id") {
+            Some(serde_json::Value::String(s)) => s,
+            _ => return Err("instance_id (a string) is required".to_owned()),
+        };
+        let delay_secs = match obj.remove("delay_secs") {
+            None => 0,
+            Some(v) => v.as_u64().ok_or("delay_secs must be a non-negative integer")?,
+        };
+        let kind = serde_json::from_value(value).map_err(|e| format!("invalid event: {e}"))?;
+        Ok(Self { instance_id, kind, delay_secs })
+    }
+}
+
+fn random_event_id() -> Result<String, ApiError> {
+    use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+    let mut bytes = [0u8; 9];
+    SystemRandom::new().fill(&mut bytes).map_err(|_| internal("random number generator failed"))?;
+    Ok(imds_core::ids::resource_id_from_bytes("instance-event", bytes))
+}
+
+/// `POST /v1/events`: schedules an event; 201 with the stored event.
+pub async fn schedule_event(
+    State(state): State<Arc<ApiState>>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<InstanceEvent>), ApiError> {
+    let req = ScheduleRequest::parse(&body).map_err(bad_request)?;
+    let instance_id = InstanceId::parse(&req.instance_id).map_err(|e| bad_request(e.to_string()))?;
+    req.kind.validate().map_err(|e| bad_request(e.to_string()))?;
+    if records::get_instance(state.store.as_ref(), &instance_id).await.map_err(internal)?.is_none() {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("The instance ID '{instance_id}' does not exist")));
+    }
+    let event = InstanceEvent {
+        event_id: random_event_id()?,
+        instance_id: instance_id.clone(),
+        kind: req.kind,
+        visible_from: state.clock.now_secs().saturating_add(req.delay_secs),
+        canceled_at: None,
+    };
+    let key = records::event_key(&instance_id, &event.event_id);
+    let value = serde_json::to_vec(&event).map_err(internal)?;
+    // The instance must still exist when the event is written.
+    let instance_key = records::instance_key(&instance_id);
+    let Some(kv) = state.store.get(&instance_key).await.map_err(internal)? else {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("The instance ID '{instance_id}' does not exist")));
+    };
+    let done = state
+        .store
+        .txn(vec![Compare::ModRevision(instance_key, kv.mod_revision)], vec![Op::put(key, value)])
+        .await
+        .map_err(internal)?;
+    if done.is_none() {
+        return Err(ApiError(StatusCode::CONFLICT, "the instance changed meanwhile; try again".to_owned()));
+    }
+    tracing::info!(instance_id = %event.instance_id, event_id = %event.event_id, kind = event.kind.name(), delay_secs = req.delay_secs, "event scheduled");
+    Ok((StatusCode::CREATED, Json(event)))
+}
+
+/// `?instance_id=`
+#[derive(Deserialize)]
+pub struct InstanceQuery {
+    instance_id: Option<String>,
+}
+
+/// One listed event with its phase now.
+#[derive(Serialize)]
+pub struct ListedEvent {
+    #[serde(flatten)]
+    event: InstanceEvent,
+    phase: String,
+}
+
+/// `GET /v1/events[?instance_id=]`: every event, with its phase now.
+pub async fn list_events(
+    State(state): State<Arc<ApiState>>,
+    Query(q): Query<InstanceQuery>,
+) -> Result<Json<Vec<ListedEvent>>, ApiError> {
+    let (events, _) = records::list_events(state.store.as_ref()).await.map_err(internal)?;
+    let now = state.clock.now_secs();
+    let listed = events
+        .into_iter()
+        .filter(|e| q.instance_id.as_deref().is_none_or(|id| e.instance_id.as_str() == id))
+        .map(|event| ListedEvent { phase: event.phase(now).to_string(), event })
+        .collect();
+    Ok(Json(listed))
+}
+
+/// `DELETE /v1/events/{event_id}`: cancels an event. Maintenance moves to
+/// history as `[Canceled]`; other kinds disappear.
+pub async fn cancel_event(
+    State(state): State<Arc<ApiState>>,
+    Path(event_id): Path<String>,
+) -> Result<Json<InstanceEvent>, ApiError> {
+    let (kvs, _) = state.store.list(records::EVENTS_PREFIX).await.map_err(internal)?;
+    let suffix = format!("/{event_id}");
+    let Some(kv) = kvs.into_iter().find(|kv| kv.key.ends_with(&suffix)) else {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("no event '{event_id}'")));
+    };
+    let mut event: InstanceEvent = records::decode(&kv.key, &kv.value).map_err(internal)?;
+    if event.canceled_at.is_some() {
+        return Ok(Json(event));
+    }
+    event.canceled_at = Some(state.clock.now_secs());
+    let value = serde_json::to_vec(&event).map_err(internal)?;
+    let done = state
+        .store
+        .txn(vec![Compare::ModRevision(kv.key.clone(), kv.mod_revision)], vec![Op::put(kv.key, value)])
+        .await
+        .map_err(internal)?;
+    if done.is_none() {
+        return Err(ApiError(StatusCode::CONFLICT, "the event changed meanwhile; try again".to_owned()));
+    }
+    tracing::info!(instance_id = %event.instance_id, %event_id, "event canceled");
+    Ok(Json(event))
+}

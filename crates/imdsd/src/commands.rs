@@ -1,0 +1,216 @@
+//! Subcommands that manage a running `imdsd` through its admin API:
+//! `imdsd identity …` and `imdsd events …`.
+
+use crate::client::{self, DEFAULT_ADMIN_URL, parse_duration_secs};
+use clap::{Args, Subcommand};
+use hyper::Method;
+use serde_json::{Value, json};
+
+/// Where the running service's admin API is.
+#[derive(Debug, Args)]
+pub struct AdminUrl {
+    /// Admin endpoint of the running imdsd (its --admin-listen).
+    #[arg(long, value_name = "URL", default_value = DEFAULT_ADMIN_URL, global = true)]
+    pub admin_url: String,
+}
+
+/// `imdsd identity`
+#[derive(Debug, Subcommand)]
+pub enum IdentityCommand {
+    /// Print the PEM certificate(s) that verify a region's signed identity
+    /// documents (dynamic/instance-identity/pkcs7, rsa2048, signature).
+    ///
+    /// Save it and verify as AWS's guide shows, e.g. for pkcs7:
+    ///
+    ///   imdsd identity certificate > cert.pem
+    ///
+    ///   (echo '-----BEGIN PKCS7-----'; curl -s http://169.254.169.254/latest/dynamic/instance-identity/pkcs7; echo; echo '-----END PKCS7-----') > pkcs7
+    ///
+    ///   openssl smime -verify -in pkcs7 -inform PEM -certfile cert.pem -noverify
+    Certificate {
+        /// Region whose certificate to print.
+        #[arg(long, default_value = "us-east-1")]
+        region: String,
+        #[command(flatten)]
+        admin: AdminUrl,
+    },
+    /// Replace a region's signing keys. Documents served from then on verify
+    /// only with the new certificate, which this prints.
+    Rotate {
+        /// Region whose keys to replace.
+        #[arg(long, default_value = "us-east-1")]
+        region: String,
+        #[command(flatten)]
+        admin: AdminUrl,
+    },
+}
+
+/// `imdsd events`
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Schedule an event for an instance; it appears in the instance's
+    /// metadata within a second (after --delay, if given).
+    Schedule(ScheduleArgs),
+    /// Cancel an event: maintenance moves to events/maintenance/history as
+    /// "[Canceled]", other kinds disappear.
+    Cancel {
+        /// The event id printed by `schedule` or `list` (instance-event-…).
+        event_id: String,
+        #[command(flatten)]
+        admin: AdminUrl,
+    },
+    /// List events with their current phase (scheduled, active, completed,
+    /// canceled).
+    List {
+        /// Only this instance's events.
+        #[arg(long)]
+        instance_id: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminUrl,
+    },
+}
+
+/// `imdsd events schedule`
+#[derive(Debug, Args)]
+pub struct ScheduleArgs {
+    /// The instance (i-…).
+    #[arg(long)]
+    pub instance_id: String,
+    /// Show the event only after this long (e.g. 30s, 5m), as the EC2 metadata
+    /// mock's users are used to. Default: at once.
+    #[arg(long, value_parser = parse_duration_secs, default_value = "0")]
+    pub delay: u64,
+    #[command(subcommand)]
+    pub kind: KindArgs,
+    #[command(flatten)]
+    pub admin: AdminUrl,
+}
+
+/// The kinds of event.
+#[derive(Debug, Subcommand)]
+pub enum KindArgs {
+    /// Spot interruption notice: spot/instance-action (and
+    /// spot/termination-time for terminate).
+    SpotInterruption {
+        /// hibernate, stop or terminate.
+        #[arg(long, default_value = "terminate")]
+        action: String,
+        /// How long after the notice the action happens (EC2 gives 2 minutes).
+        #[arg(long = "in", value_parser = parse_duration_secs, default_value = "2m")]
+        in_secs: u64,
+    },
+    /// Rebalance recommendation: events/recommendations/rebalance.
+    Rebalance,
+    /// Scheduled maintenance: events/maintenance/scheduled, then history.
+    Maintenance {
+        /// instance-reboot, system-reboot, system-maintenance,
+        /// instance-retirement or instance-stop.
+        #[arg(long)]
+        code: String,
+        /// Free text (default: EC2's, e.g. "scheduled reboot").
+        #[arg(long)]
+        description: Option<String>,
+        /// Maintenance window starts this long from now.
+        #[arg(long = "starts-in", value_parser = parse_duration_secs, default_value = "1d")]
+        starts_in: u64,
+        /// Window length; the event is completed (history) after it.
+        #[arg(long, value_parser = parse_duration_secs, default_value = "15m")]
+        duration: u64,
+        /// Rescheduling deadline, this long from now.
+        #[arg(long = "deadline-in", value_parser = parse_duration_secs)]
+        deadline_in: Option<u64>,
+    },
+    /// Auto Scaling target lifecycle state: autoscaling/target-lifecycle-state.
+    Lifecycle {
+        /// e.g. InService, Standby, Terminated, Warmed:Running.
+        #[arg(long)]
+        state: String,
+    },
+}
+
+fn now_secs() -> u64 {
+    use imds_core::Clock;
+    imds_core::SystemClock.now_secs()
+}
+
+/// Runs `imdsd identity …`.
+pub async fn identity(cmd: IdentityCommand) -> anyhow::Result<()> {
+    let text = match cmd {
+        IdentityCommand::Certificate { region, admin } => {
+            client::call(Method::GET, &format!("{}/v1/identity/certificate?region={region}", admin.admin_url), None)
+                .await?
+        }
+        IdentityCommand::Rotate { region, admin } => {
+            client::call(Method::POST, &format!("{}/v1/identity/rotate?region={region}", admin.admin_url), None)
+                .await?
+        }
+    };
+    print!("{text}");
+    Ok(())
+}
+
+/// Runs `imdsd events …`.
+pub async fn events(cmd: EventsCommand) -> anyhow::Result<()> {
+    match cmd {
+        EventsCommand::Schedule(args) => {
+            let now = now_secs();
+            let kind = match args.kind {
+                KindArgs::SpotInterruption { action, in_secs } => {
+                    json!({"kind": "spot-interruption", "action": action, "time": now + args.delay + in_secs})
+                }
+                KindArgs::Rebalance => json!({"kind": "rebalance", "notice_time": now + args.delay}),
+                KindArgs::Maintenance { code, description, starts_in, duration, deadline_in } => {
+                    let parsed: imds_core::events::MaintenanceCode =
+                        code.parse().map_err(|e: imds_core::events::InvalidEvent| anyhow::anyhow!(e))?;
+                    json!({
+                        "kind": "maintenance",
+                        "code": code,
+                        "description": description.unwrap_or_else(|| parsed.default_description().to_owned()),
+                        "not_before": now + starts_in,
+                        "not_after": now + starts_in + duration,
+                        "not_before_deadline": deadline_in.map(|d| now + d),
+                    })
+                }
+                KindArgs::Lifecycle { state } => json!({"kind": "target-lifecycle-state", "state": state}),
+            };
+            let mut body = kind;
+            body["instance_id"] = Value::from(args.instance_id);
+            body["delay_secs"] = Value::from(args.delay);
+            let text =
+                client::call(Method::POST, &format!("{}/v1/events", args.admin.admin_url), Some(body.to_string()))
+                    .await?;
+            let event: Value = serde_json::from_str(&text)?;
+            println!("{}", event["event_id"].as_str().unwrap_or("?"));
+        }
+        EventsCommand::Cancel { event_id, admin } => {
+            client::call(Method::DELETE, &format!("{}/v1/events/{event_id}", admin.admin_url), None).await?;
+            println!("canceled {event_id}");
+        }
+        EventsCommand::List { instance_id, json, admin } => {
+            let mut url = format!("{}/v1/events", admin.admin_url);
+            if let Some(id) = instance_id {
+                url.push_str(&format!("?instance_id={id}"));
+            }
+            let text = client::call(Method::GET, &url, None).await?;
+            if json {
+                println!("{text}");
+            } else {
+                let events: Vec<Value> = serde_json::from_str(&text)?;
+                println!("{:<34} {:<21} {:<24} PHASE", "EVENT", "INSTANCE", "KIND");
+                for e in events {
+                    println!(
+                        "{:<34} {:<21} {:<24} {}",
+                        e["event_id"].as_str().unwrap_or(""),
+                        e["instance_id"].as_str().unwrap_or(""),
+                        e["kind"].as_str().unwrap_or(""),
+                        e["phase"].as_str().unwrap_or("")
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
