@@ -1,0 +1,186 @@
+//! The HTTP front door: one axum handler for every path that reads the body
+//! (bounded), authenticates, parses the EC2 parameters, dispatches by
+//! `Action`, and renders the XML answer or error. Requests carrying
+//! `X-Amz-Target` belong to the JSON protocols ([`crate::lightsail`]).
+//!
+//! Each request gets a UUID request id (in the XML and the logs); every
+//! mutating call — and every authentication failure — leaves one audit
+//! line at `info` (target `imds_control::audit`) with access key,
+//! principal, action, instance ids, result code and request id. Secrets,
+//! bodies and user data are never logged.
+
+use crate::auth::{self, Scope};
+use crate::ec2::{self, Cx};
+use crate::error::ApiError;
+use crate::ops::Ops;
+use crate::query::parse_form;
+use crate::xml::CONTENT_TYPE;
+use crate::{Caller, ControlConfig, CredentialSource, StaticCredentials, lightsail};
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, Method, StatusCode, header};
+use imds_core::Clock;
+use imds_sigv4::RequestParts;
+use std::sync::Arc;
+
+/// Header naming a JSON-protocol operation (Lightsail, …).
+pub const X_AMZ_TARGET: &str = "x-amz-target";
+
+/// What every request handler shares.
+pub struct Shared {
+    /// Store operations.
+    pub ops: Ops,
+    /// Settings.
+    pub config: ControlConfig,
+    /// `config.credentials`, prepared.
+    pub statics: StaticCredentials,
+    /// Further credentials (minted role credentials).
+    pub credentials: Arc<dyn CredentialSource>,
+    /// Time for signature checks.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Shared {
+    /// Authenticates a request for `service` (`ec2`, `lightsail`) against
+    /// the static credentials, then the credential source.
+    pub fn authenticate(&self, parts: &RequestParts<'_>, service: &str) -> Result<Caller, ApiError> {
+        let scope = Scope {
+            service,
+            region: &self.config.region,
+            max_skew_secs: self.config.clock_skew_secs.clamp(0, imds_sigv4::MAX_SKEW_SECS),
+        };
+        let now = i64::try_from(self.clock.now_secs()).unwrap_or(i64::MAX);
+        let lookup = |key: &str| self.statics.lookup(key).or_else(|| self.credentials.lookup(key));
+        auth::authenticate(parts, &lookup, scope, now)
+    }
+}
+
+/// The router: every path, `POST` and `GET`.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new().fallback(handle).with_state(shared)
+}
+
+/// A response with the EC2 content type.
+fn xml_response(status: StatusCode, body: String) -> Response {
+    let mut r = (status, body).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    r.headers_mut().insert(header::SERVER, HeaderValue::from_static("AmazonEC2"));
+    r
+}
+
+/// Renders an EC2 error.
+pub fn error_response(e: &ApiError, request_id: &str) -> Response {
+    xml_response(e.status, e.to_xml(request_id))
+}
+
+async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    if req.headers().contains_key(X_AMZ_TARGET) {
+        return lightsail::handle(&shared, req, &request_id).await;
+    }
+    let (parts, body) = req.into_parts();
+    if parts.method != Method::POST && parts.method != Method::GET {
+        return error_response(&ApiError::method_not_allowed(parts.method.as_str()), &request_id);
+    }
+    let limit = shared.config.max_body_bytes;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > u64::try_from(limit).unwrap_or(u64::MAX)) {
+        return error_response(&ApiError::body_too_large(limit), &request_id);
+    }
+    let body = match to_bytes(Body::new(body), limit).await {
+        Ok(b) => b,
+        Err(_) => return error_response(&ApiError::body_too_large(limit), &request_id),
+    };
+    let outcome = process(&shared, &parts, &body, &request_id).await;
+    match outcome {
+        Ok(xml) => xml_response(StatusCode::OK, xml),
+        Err(e) => error_response(&e, &request_id),
+    }
+}
+
+/// What one request did, for the audit line.
+#[derive(Default)]
+struct Audit {
+    access_key_id: Option<String>,
+    principal: Option<String>,
+    action: Option<String>,
+    mutating: bool,
+    resources: Vec<String>,
+}
+
+async fn process(
+    shared: &Shared,
+    parts: &http::request::Parts,
+    body: &[u8],
+    request_id: &str,
+) -> Result<String, ApiError> {
+    let mut audit = Audit::default();
+    let result = run(shared, parts, body, request_id, &mut audit).await;
+    let code = match &result {
+        Ok(_) => "Success",
+        Err(e) => e.code,
+    };
+    let auth_failed = matches!(&result, Err(e) if e.status == StatusCode::UNAUTHORIZED || e.code == "SignatureDoesNotMatch");
+    if audit.mutating || auth_failed {
+        tracing::info!(
+            target: "imds_control::audit",
+            request_id,
+            access_key_id = audit.access_key_id.as_deref().unwrap_or("-"),
+            principal = audit.principal.as_deref().unwrap_or("-"),
+            action = audit.action.as_deref().unwrap_or("-"),
+            resources = ?audit.resources,
+            result = code,
+            "ec2 api call"
+        );
+    }
+    result
+}
+
+async fn run(
+    shared: &Shared,
+    parts: &http::request::Parts,
+    body: &[u8],
+    request_id: &str,
+    audit: &mut Audit,
+) -> Result<String, ApiError> {
+    let query = parts.uri.query().unwrap_or("");
+    let params = parse_form(&[query.as_bytes(), body]);
+    if let Ok(p) = &params {
+        audit.action = p.root().str("Action").map(|a| a.chars().take(64).collect());
+        audit.mutating = audit.action.as_deref().and_then(ec2::find).is_some_and(|d| d.mutating);
+    }
+    let sig = RequestParts::new(parts, body);
+    let caller = shared.authenticate(&sig, "ec2");
+    if let Ok(c) = &caller {
+        audit.access_key_id = Some(c.access_key_id.clone());
+        audit.principal = Some(c.principal_arn.clone());
+    } else if let Ok(info) = imds_sigv4::parse(&sig) {
+        audit.access_key_id = Some(info.access_key_id.chars().take(128).collect());
+    }
+    let caller = caller?;
+    let params = params?;
+    let action = params.action()?;
+    let def = ec2::find(action).ok_or_else(|| ApiError::invalid_action(action))?;
+    params.check_known(def.params)?;
+    let root = params.root();
+    let dry_run = root.bool("DryRun")?.unwrap_or(false);
+    let mut cx = Cx {
+        ops: &shared.ops,
+        caller: &caller,
+        region: &shared.config.region,
+        account: &shared.config.account_id,
+        request_id,
+        action: def.name,
+        dry_run,
+        touched: Vec::new(),
+    };
+    let result = ec2::dispatch(&mut cx, root).await;
+    audit.resources = cx.touched;
+    result
+}
