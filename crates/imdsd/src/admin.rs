@@ -3,17 +3,15 @@
 //! subcommands use. It listens on loopback by default: whoever reaches it
 //! may read metrics and manage events.
 
+use crate::admin_api::{self, ApiState};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use crate::admin_api::{self, ApiState};
 use axum::routing::{delete, get, post};
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 /// What the admin endpoint reports.
 pub struct AdminState {
@@ -51,12 +49,4 @@ pub fn router(state: Arc<AdminState>, api: Arc<ApiState>) -> Router {
         .route("/v1/events/{event_id}", delete(admin_api::cancel_event))
         .with_state(api);
     Router::new().route("/healthz", get(healthz)).route("/metrics", get(metrics)).with_state(state).merge(v1)
-}
-
-/// Serves `router` on `listener` until `shutdown` turns true.
-pub async fn serve(router: Router, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
-    let stop = async move { imds_dataplane::server::stopped(&mut shutdown).await };
-    if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(stop).await {
-        tracing::error!(error = %e, "admin endpoint failed");
-    }
 }

@@ -78,7 +78,11 @@ pub async fn identity_rotate(
         .map_err(internal)?
         .map_err(|e| bad_request(e.to_string()))?;
     let bytes = serde_json::to_vec(&fresh).map_err(internal)?;
-    state.store.txn(Vec::new(), vec![Op::put(records::identity_keys_key(&region), bytes)]).await.map_err(internal)?;
+    state
+        .store
+        .txn(Vec::new(), vec![Op::put(records::identity_keys_key(&region), bytes)])
+        .await
+        .map_err(internal)?;
     tracing::info!(%region, "identity signing keys rotated");
     Ok(fresh.certificate_pem())
 }
@@ -130,7 +134,10 @@ pub async fn schedule_event(
     let instance_id = InstanceId::parse(&req.instance_id).map_err(|e| bad_request(e.to_string()))?;
     req.kind.validate().map_err(|e| bad_request(e.to_string()))?;
     if records::get_instance(state.store.as_ref(), &instance_id).await.map_err(internal)?.is_none() {
-        return Err(ApiError(StatusCode::NOT_FOUND, format!("The instance ID '{instance_id}' does not exist")));
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("The instance ID '{instance_id}' does not exist"),
+        ));
     }
     let event = InstanceEvent {
         event_id: random_event_id()?,
@@ -144,7 +151,10 @@ pub async fn schedule_event(
     // The instance must still exist when the event is written.
     let instance_key = records::instance_key(&instance_id);
     let Some(kv) = state.store.get(&instance_key).await.map_err(internal)? else {
-        return Err(ApiError(StatusCode::NOT_FOUND, format!("The instance ID '{instance_id}' does not exist")));
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("The instance ID '{instance_id}' does not exist"),
+        ));
     };
     let done = state
         .store

@@ -20,10 +20,9 @@ pub async fn call(method: Method, url: &str, json_body: Option<String>) -> anyho
         builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
     }
     let req = builder.body(Full::new(Bytes::from(json_body.unwrap_or_default()))).context("invalid URL")?;
-    let resp = client
-        .request(req)
-        .await
-        .with_context(|| format!("cannot reach the imdsd admin API at {url} (is `imdsd serve` running? see --admin-url)"))?;
+    let resp = client.request(req).await.with_context(|| {
+        format!("cannot reach the imdsd admin API at {url} (is `imdsd serve` running? see --admin-url)")
+    })?;
     let status = resp.status();
     let body = resp.into_body().collect().await.context("reading the answer")?.to_bytes();
     let text = String::from_utf8_lossy(&body).into_owned();

@@ -140,12 +140,20 @@ fn now_secs() -> u64 {
 pub async fn identity(cmd: IdentityCommand) -> anyhow::Result<()> {
     let text = match cmd {
         IdentityCommand::Certificate { region, admin } => {
-            client::call(Method::GET, &format!("{}/v1/identity/certificate?region={region}", admin.admin_url), None)
-                .await?
+            client::call(
+                Method::GET,
+                &format!("{}/v1/identity/certificate?region={region}", admin.admin_url),
+                None,
+            )
+            .await?
         }
         IdentityCommand::Rotate { region, admin } => {
-            client::call(Method::POST, &format!("{}/v1/identity/rotate?region={region}", admin.admin_url), None)
-                .await?
+            client::call(
+                Method::POST,
+                &format!("{}/v1/identity/rotate?region={region}", admin.admin_url),
+                None,
+            )
+            .await?
         }
     };
     print!("{text}");
@@ -179,9 +187,12 @@ pub async fn events(cmd: EventsCommand) -> anyhow::Result<()> {
             let mut body = kind;
             body["instance_id"] = Value::from(args.instance_id);
             body["delay_secs"] = Value::from(args.delay);
-            let text =
-                client::call(Method::POST, &format!("{}/v1/events", args.admin.admin_url), Some(body.to_string()))
-                    .await?;
+            let text = client::call(
+                Method::POST,
+                &format!("{}/v1/events", args.admin.admin_url),
+                Some(body.to_string()),
+            )
+            .await?;
             let event: Value = serde_json::from_str(&text)?;
             println!("{}", event["event_id"].as_str().unwrap_or("?"));
         }

@@ -49,6 +49,43 @@ pub struct AdminConfig {
 pub struct ControlConfig {
     /// Address of the control API.
     pub listen: Option<SocketAddr>,
+    /// Region the endpoint serves (default `us-east-1`); requests must be
+    /// signed for it.
+    pub region: Option<String>,
+    /// Account that owns every resource (12 digits; default 123456789012).
+    pub account_id: Option<String>,
+    /// Pool of private IPv4 addresses for instances launched without one.
+    pub subnet: Option<ipnet::Ipv4Net>,
+    /// Pool of IPv6 addresses (`Ipv6AddressCount`).
+    pub ipv6_subnet: Option<ipnet::Ipv6Net>,
+    /// Access keys accepted by the control API.
+    #[serde(default)]
+    pub credentials: Vec<CredentialConfig>,
+}
+
+/// One `[[control.credentials]]` entry.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialConfig {
+    /// `AKIA…`
+    pub access_key_id: String,
+    /// The secret.
+    pub secret_access_key: String,
+    /// IAM policy document (JSON file, relative to the config file);
+    /// absent = allow everything.
+    pub policy: Option<PathBuf>,
+    /// Principal the key acts as (`aws:PrincipalARN`); default
+    /// `arn:aws:iam::<account>:user/<access key id>`.
+    pub principal_arn: Option<String>,
+}
+
+impl std::fmt::Debug for CredentialConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialConfig")
+            .field("access_key_id", &self.access_key_id)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `[credentials]`: minted role credentials.
@@ -95,7 +132,15 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        Self::parse(path, &text)
+        let mut config = Self::parse(path, &text)?;
+        // Policy files are named relative to the config file.
+        let base = path.parent().unwrap_or(Path::new("."));
+        for c in &mut config.control.credentials {
+            if let Some(p) = c.policy.as_mut().filter(|p| p.is_relative()) {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(config)
     }
 
     /// Parses and validates the text of a config file (`path` names it in errors).
@@ -114,6 +159,13 @@ impl Config {
         }
         if config.credentials.lifetime_secs.is_some_and(|l| l < 900) {
             return Err(invalid("credentials.lifetime_secs must be at least 900 (15 minutes)"));
+        }
+        for (i, c) in config.control.credentials.iter().enumerate() {
+            if c.access_key_id.is_empty() || c.secret_access_key.is_empty() {
+                return Err(invalid(&format!(
+                    "control.credentials[{i}]: access_key_id and secret_access_key must not be empty"
+                )));
+            }
         }
         if config.data_plane.header_read_timeout_secs == Some(0) {
             return Err(invalid("data_plane.header_read_timeout_secs must be at least 1"));
@@ -149,6 +201,12 @@ header_read_timeout_secs = 5
 listen = "127.0.0.1:9773"
 [control]
 listen = "127.0.0.1:8773"
+region = "eu-west-1"
+subnet = "10.20.0.0/16"
+[[control.credentials]]
+access_key_id = "AKIAIOSFODNN7EXAMPLE"
+secret_access_key = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+policy = "admin.json"
 [credentials]
 lifetime_secs = 21600
 refresh_before_secs = 3600
@@ -157,6 +215,9 @@ refresh_before_secs = 3600
         .unwrap();
         assert_eq!(c.data_plane.listen.unwrap().len(), 2);
         assert_eq!(c.credentials.lifetime_secs, Some(21600));
+        assert_eq!(c.control.credentials.len(), 1);
+        assert_eq!(c.control.subnet, "10.20.0.0/16".parse().ok());
+        assert!(!format!("{c:?}").contains("wJalrXUtnFEMI"), "secrets never in Debug output");
     }
 
     #[test]
@@ -174,5 +235,7 @@ refresh_before_secs = 3600
         assert!(parse("[credentials]\nlifetime_secs = 60\n").is_err());
         assert!(parse("[credentials]\nlifetime_secs = 3600\nrefresh_before_secs = 3600\n").is_err());
         assert!(parse("[data_plane]\nheader_read_timeout_secs = 0\n").is_err());
+        assert!(parse("[[control.credentials]]\naccess_key_id = \"A\"\nsecret_access_key = \"\"\n").is_err());
+        assert!(parse("[control]\nsubnet = \"10.0.0.0/33\"\n").is_err());
     }
 }

@@ -8,10 +8,12 @@ use crate::demo;
 use anyhow::Context;
 use imds_agent::credentials::CredentialPolicy;
 use imds_agent::{Agent, AgentConfig, Placement};
+use imds_control::{ControlConfig, ControlPlane, StaticCredential, StaticCredentials};
 use imds_core::{Clock, SystemClock};
 use imds_dataplane::server::{ConnLimits, serve as serve_data};
 use imds_dataplane::{DataPlane, DataPlaneMetrics};
 use imds_net::bind_listener;
+use imds_policy::Policy;
 use imds_store::RedbStore;
 use imds_store::Store;
 use imds_token::KeyRing;
@@ -34,11 +36,15 @@ const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9773";
 const DEFAULT_DATA_DIR: &str = "imdsd-data";
 const STORE_FILE: &str = "imdsd.redb";
 
+const DEFAULT_CONTROL_LISTEN: &str = "127.0.0.1:8773";
+
 /// Settings after merging flags over the config file over defaults.
 struct Settings {
     data_dir: PathBuf,
     data_listen: Vec<SocketAddr>,
     admin_listen: SocketAddr,
+    control_listen: SocketAddr,
+    control: ControlConfig,
     limits: ConnLimits,
     credentials: CredentialPolicy,
 }
@@ -68,7 +74,44 @@ fn settings(args: &ServeArgs) -> anyhow::Result<Settings> {
     if let Some(b) = config.credentials.refresh_before_secs {
         credentials.refresh_before_secs = b;
     }
+    let mut control = ControlConfig::default();
+    if let Some(region) = config.control.region {
+        control.region = region;
+    }
+    if let Some(account) = config.control.account_id {
+        control.account_id = account;
+    }
+    if let Some(subnet) = config.control.subnet {
+        control.subnet_v4 = subnet;
+    }
+    control.subnet_v6 = config.control.ipv6_subnet;
+    for c in config.control.credentials {
+        let policy = match &c.policy {
+            None => None,
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read policy file {}", path.display()))?;
+                Some(
+                    Policy::parse(&text)
+                        .with_context(|| format!("invalid policy file {}", path.display()))?,
+                )
+            }
+        };
+        control.credentials.push(StaticCredential {
+            principal_arn: c
+                .principal_arn
+                .unwrap_or_else(|| format!("arn:aws:iam::{}:user/{}", control.account_id, c.access_key_id)),
+            access_key_id: c.access_key_id,
+            secret_access_key: c.secret_access_key,
+            policy,
+        });
+    }
     Ok(Settings {
+        control_listen: match args.control_listen.or(config.control.listen) {
+            Some(a) => a,
+            None => parse(DEFAULT_CONTROL_LISTEN)?,
+        },
+        control,
         data_dir: args
             .data_dir
             .clone()
@@ -111,8 +154,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
 
-    if args.demo && demo::ensure_demo(store.as_ref()).await? {
-        tracing::info!(instance_id = demo::DEMO_INSTANCE_ID, "created the demo instance");
+    let mut settings = settings;
+    let mut demo_hint = None;
+    if args.demo {
+        if demo::ensure_demo(store.as_ref()).await? {
+            tracing::info!(instance_id = demo::DEMO_INSTANCE_ID, "created the demo instance");
+        }
+        let key = demo::demo_key(store.as_ref()).await?;
+        let profile = demo::write_profile(&settings.data_dir, &key)?;
+        settings.control.credentials.push(StaticCredential {
+            principal_arn: format!("arn:aws:iam::{}:user/imdsd-demo", settings.control.account_id),
+            access_key_id: key.access_key_id,
+            secret_access_key: key.secret_access_key,
+            policy: None,
+        });
+        demo_hint = Some(profile);
     }
 
     let keys = token_keys(store.as_ref(), clock.as_ref()).await?;
@@ -125,6 +181,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let data_listeners =
         settings.data_listen.iter().map(|a| bind_listener(*a)).collect::<Result<Vec<_>, _>>()?;
     let admin_listener = bind_listener(settings.admin_listen)?;
+    let control_listener = bind_listener(settings.control_listen)?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let admin_state = Arc::new(AdminState { registry, ready: AtomicBool::new(false) });
@@ -150,13 +207,34 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tasks.spawn(serve_data(Arc::clone(&dp), listener, settings.limits, stop_rx.clone()));
         println!("listening data http://{addr}");
     }
+    let control_addr = control_listener.local_addr()?;
+    let control = ControlPlane::new(
+        Arc::clone(&store),
+        settings.control.clone(),
+        Arc::new(StaticCredentials::default()),
+        Arc::clone(&clock),
+    );
+    tasks.spawn(serve_router(control.router(), control_listener, stop_rx.clone()));
+    println!("listening control http://{control_addr}");
+    if let Some(profile) = &demo_hint {
+        println!(
+            "try: AWS_SHARED_CREDENTIALS_FILE={} aws --profile {} --region {} --endpoint-url http://{control_addr} ec2 describe-instances",
+            profile.display(),
+            demo::DEMO_PROFILE,
+            settings.control.region,
+        );
+    }
     let admin_addr = admin_listener.local_addr()?;
     let api_state = Arc::new(ApiState {
         store: Arc::clone(&store),
         clock: Arc::clone(&clock),
         default_region: DEFAULT_REGION.to_owned(),
     });
-    tasks.spawn(admin::serve(admin::router(Arc::clone(&admin_state), api_state), admin_listener, stop_rx.clone()));
+    tasks.spawn(serve_router(
+        admin::router(Arc::clone(&admin_state), api_state),
+        admin_listener,
+        stop_rx.clone(),
+    ));
     println!("listening admin http://{admin_addr}");
     let agent_task = tokio::spawn(agent.run(stop_rx.clone()));
     tracing::info!(data_dir = %settings.data_dir.display(), "imdsd is serving");
@@ -173,6 +251,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     drop(store);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Serves an axum `router` on `listener` until `shutdown` turns true, then
+/// lets requests in flight finish.
+async fn serve_router(
+    router: axum::Router,
+    listener: tokio::net::TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let stop = async move { imds_dataplane::server::stopped(&mut shutdown).await };
+    if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(stop).await {
+        tracing::error!(error = %e, "HTTP endpoint failed");
+    }
 }
 
 async fn wait_for_signal() {

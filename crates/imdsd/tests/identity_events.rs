@@ -14,7 +14,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_imdsd");
 const DEMO: &str = "i-0123456789abcdef0";
 
 fn imdsd_cmd(s: &ImdsdProcess, args: &[&str]) -> String {
-    let out = Command::new(BIN).args(args).arg("--admin-url").arg(format!("http://{}", s.admin)).output().unwrap();
+    let out =
+        Command::new(BIN).args(args).arg("--admin-url").arg(format!("http://{}", s.admin)).output().unwrap();
     assert!(out.status.success(), "imdsd {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
@@ -51,8 +52,12 @@ fn verify_all(s: &ImdsdProcess, dir: &Path, cert: &str) -> (bool, bool, bool) {
         let (status, body) = fetch(s, &format!("/latest/dynamic/instance-identity/{name}"));
         assert_eq!(status, 200);
         assert!(body.lines().all(|l| l.len() <= 76) && !body.ends_with('\n') && !body.contains("BEGIN"));
-        std::fs::write(dir.join(name), format!("-----BEGIN PKCS7-----\n{body}\n-----END PKCS7-----\n")).unwrap();
-        let out = openssl(dir, &["smime", "-verify", "-in", name, "-inform", "PEM", "-certfile", "cert.pem", "-noverify"]);
+        std::fs::write(dir.join(name), format!("-----BEGIN PKCS7-----\n{body}\n-----END PKCS7-----\n"))
+            .unwrap();
+        let out = openssl(
+            dir,
+            &["smime", "-verify", "-in", name, "-inform", "PEM", "-certfile", "cert.pem", "-noverify"],
+        );
         out.status.success() && out.stdout == document.as_bytes()
     };
     let pkcs7 = smime("pkcs7");
@@ -68,11 +73,7 @@ fn verify_all(s: &ImdsdProcess, dir: &Path, cert: &str) -> (bool, bool, bool) {
 }
 
 fn base64_decode(text: &str) -> Vec<u8> {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!("printf '%s' '{text}' | base64 -d"))
-        .output()
-        .unwrap();
+    let out = Command::new("sh").arg("-c").arg(format!("printf '%s' '{text}' | base64 -d")).output().unwrap();
     assert!(out.status.success());
     out.stdout
 }
@@ -87,8 +88,13 @@ fn identity_documents_verify_with_the_printed_certificate_and_survive_restart_an
     assert_eq!(verify_all(&s, dir.path(), &cert), (true, true, true));
 
     // A tampered document fails the signature check.
-    std::fs::write(dir.path().join("document"), fetch(&s, "/latest/dynamic/instance-identity/document").1.replace("us-east-1a", "us-east-1b")).unwrap();
-    let out = openssl(dir.path(), &["dgst", "-sha256", "-verify", "key.pem", "-signature", "sig", "document"]);
+    std::fs::write(
+        dir.path().join("document"),
+        fetch(&s, "/latest/dynamic/instance-identity/document").1.replace("us-east-1a", "us-east-1b"),
+    )
+    .unwrap();
+    let out =
+        openssl(dir.path(), &["dgst", "-sha256", "-verify", "key.pem", "-signature", "sig", "document"]);
     assert!(!out.status.success(), "a tampered document must not verify");
 
     // Keys persist: after a restart the same certificate still verifies.
@@ -117,20 +123,37 @@ fn every_event_kind_appears_and_disappears() {
     assert_eq!(fetch(&s, "/latest/meta-data/spot/instance-action").0, 404);
     assert!(!fetch(&s, "/latest/meta-data/").1.contains("spot/"));
 
-    let spot = imdsd_cmd(&s, &["events", "schedule", "--instance-id", DEMO, "spot-interruption", "--action", "terminate"]);
+    let spot = imdsd_cmd(
+        &s,
+        &["events", "schedule", "--instance-id", DEMO, "spot-interruption", "--action", "terminate"],
+    );
     let body = wait_for(&s, "/latest/meta-data/spot/instance-action", 200);
     assert!(body.starts_with(r#"{"action": "terminate", "time": ""#), "{body}");
     assert_eq!(fetch(&s, "/latest/meta-data/spot/termination-time").0, 200);
 
     let rebalance = imdsd_cmd(&s, &["events", "schedule", "--instance-id", DEMO, "rebalance"]);
-    assert!(wait_for(&s, "/latest/meta-data/events/recommendations/rebalance", 200).starts_with(r#"{"noticeTime": ""#));
+    assert!(
+        wait_for(&s, "/latest/meta-data/events/recommendations/rebalance", 200)
+            .starts_with(r#"{"noticeTime": ""#)
+    );
 
-    let lifecycle = imdsd_cmd(&s, &["events", "schedule", "--instance-id", DEMO, "lifecycle", "--state", "InService"]);
+    let lifecycle =
+        imdsd_cmd(&s, &["events", "schedule", "--instance-id", DEMO, "lifecycle", "--state", "InService"]);
     assert_eq!(wait_for(&s, "/latest/meta-data/autoscaling/target-lifecycle-state", 200), "InService");
 
     let maint = imdsd_cmd(
         &s,
-        &["events", "schedule", "--instance-id", DEMO, "maintenance", "--code", "system-reboot", "--starts-in", "1h"],
+        &[
+            "events",
+            "schedule",
+            "--instance-id",
+            DEMO,
+            "maintenance",
+            "--code",
+            "system-reboot",
+            "--starts-in",
+            "1h",
+        ],
     );
     let deadline = Instant::now() + Duration::from_secs(10);
     while !fetch(&s, "/latest/meta-data/events/maintenance/scheduled").1.contains(maint.trim()) {
@@ -139,7 +162,20 @@ fn every_event_kind_appears_and_disappears() {
     }
 
     // A delayed event stays hidden until its time.
-    let delayed = imdsd_cmd(&s, &["events", "schedule", "--instance-id", DEMO, "--delay", "2s", "spot-interruption", "--action", "stop"]);
+    let delayed = imdsd_cmd(
+        &s,
+        &[
+            "events",
+            "schedule",
+            "--instance-id",
+            DEMO,
+            "--delay",
+            "2s",
+            "spot-interruption",
+            "--action",
+            "stop",
+        ],
+    );
     let listed = imdsd_cmd(&s, &["events", "list", "--instance-id", DEMO]);
     assert!(listed.lines().any(|l| l.starts_with(delayed.trim()) && l.ends_with("scheduled")), "{listed}");
 
@@ -176,6 +212,7 @@ fn bad_event_requests_get_clear_errors() {
     assert!(String::from_utf8_lossy(&bad_code.stderr).contains("invalid maintenance code"));
     let bad_id = run(&["events", "cancel", "instance-event-00000000000000000"]);
     assert!(String::from_utf8_lossy(&bad_id.stderr).contains("no event"));
-    let unreachable = Command::new(BIN).args(["events", "list", "--admin-url", "http://127.0.0.1:9"]).output().unwrap();
+    let unreachable =
+        Command::new(BIN).args(["events", "list", "--admin-url", "http://127.0.0.1:9"]).output().unwrap();
     assert!(String::from_utf8_lossy(&unreachable.stderr).contains("cannot reach the imdsd admin API"));
 }
