@@ -74,15 +74,27 @@ pub async fn serve(
             }
         };
         let peer_ip = canonical_ip(peer.ip());
-        if dp.slot_for(peer_ip).is_none() {
-            dp.metrics().refuse("unknown_source");
-            tracing::debug!(%peer, "connection from an unknown source closed");
+        let v6_peer = via_ipv6 && peer_ip.is_ipv6();
+        let refusal = match dp.slot_for(peer_ip) {
+            None => Some("unknown_source"),
+            Some(slot) => {
+                let options = slot.load().options;
+                let v6_on = options.http_endpoint.is_enabled() && options.http_protocol_ipv6.is_enabled();
+                (v6_peer && !v6_on).then_some("ipv6_disabled")
+            }
+        };
+        if let Some(reason) = refusal {
+            dp.metrics().refuse(reason);
+            tracing::debug!(%peer, reason, "connection refused");
+            // A reset, not a polite close: to the caller this endpoint does
+            // not exist, as on EC2.
+            let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
             continue;
         }
         let _ = stream.set_nodelay(true);
         let dp = Arc::clone(&dp);
         let shutdown = shutdown.clone();
-        tokio::spawn(serve_connection(dp, stream, peer_ip, via_ipv6 && peer_ip.is_ipv6(), limits, shutdown));
+        tokio::spawn(serve_connection(dp, stream, peer_ip, v6_peer, limits, shutdown));
     }
 }
 

@@ -23,8 +23,8 @@ use bytes::Bytes;
 use imds_core::events::{EventKind, EventPhase, InstanceEvent, SpotAction};
 use imds_core::instance::{ip_hostname, is_imds_tag_key, public_hostname};
 use imds_core::timefmt::iso8601_secs;
-use imds_identity::RegionSigner;
 use imds_core::{InstanceRecord, NetworkInterface, RoleCredentials};
+use imds_identity::RegionSigner;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::{Arc, OnceLock};
@@ -89,11 +89,14 @@ pub enum Node {
 impl PartialEq for Node {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
-            (Node::Leaf { body: a, content_type: x }, Node::Leaf { body: b, content_type: y }) => a == b && x == y,
-            (Node::Dir(a), Node::Dir(b)) => a == b,
-            (Node::RoleCredentials { imdsv1: a, imdsv2: b }, Node::RoleCredentials { imdsv1: c, imdsv2: d }) => {
-                a == c && b == d
+            (Node::Leaf { body: a, content_type: x }, Node::Leaf { body: b, content_type: y }) => {
+                a == b && x == y
             }
+            (Node::Dir(a), Node::Dir(b)) => a == b,
+            (
+                Node::RoleCredentials { imdsv1: a, imdsv2: b },
+                Node::RoleCredentials { imdsv1: c, imdsv2: d },
+            ) => a == c && b == d,
             (Node::Lazy(a), Node::Lazy(b)) => Arc::ptr_eq(a, b),
             _ => false,
         }
@@ -622,8 +625,11 @@ fn render_dynamic(b: &mut TreeBuilder, r: &InstanceRecord, signer: Option<&Arc<R
     if let Some(signer) = signer {
         // Each signs exactly the bytes served at `document` (categories.md §3.2).
         type SignFn = fn(&RegionSigner, &[u8]) -> Result<String, imds_identity::IdentityError>;
-        let kinds: [(&str, SignFn); 3] =
-            [("pkcs7", RegionSigner::pkcs7), ("rsa2048", RegionSigner::rsa2048), ("signature", RegionSigner::signature)];
+        let kinds: [(&str, SignFn); 3] = [
+            ("pkcs7", RegionSigner::pkcs7),
+            ("rsa2048", RegionSigner::rsa2048),
+            ("signature", RegionSigner::signature),
+        ];
         for (name, sign) in kinds {
             let (signer, doc) = (Arc::clone(signer), document.clone());
             b.lazy(
@@ -841,7 +847,7 @@ mod tests {
             EventKind::Maintenance {
                 code: MaintenanceCode::SystemReboot,
                 description: "scheduled reboot".into(),
-                not_before: 1_548_061_243, // 21 Jan 2019 09:00:43 GMT
+                not_before: 1_548_061_243,      // 21 Jan 2019 09:00:43 GMT
                 not_after: Some(1_548_062_243), // 21 Jan 2019 09:17:23 GMT
                 not_before_deadline: None,
             },
@@ -868,10 +874,22 @@ mod tests {
     fn spot_rebalance_and_lifecycle_appear_only_while_active() {
         use imds_core::events::SpotAction;
         let events = [
-            ev("instance-event-00000000000000001", EventKind::SpotInterruption { action: SpotAction::Terminate, time: 1_505_722_920 }, 100),
+            ev(
+                "instance-event-00000000000000001",
+                EventKind::SpotInterruption { action: SpotAction::Terminate, time: 1_505_722_920 },
+                100,
+            ),
             ev("instance-event-00000000000000002", EventKind::Rebalance { notice_time: 1_603_786_920 }, 100),
-            ev("instance-event-00000000000000003", EventKind::TargetLifecycleState { state: "Standby".into() }, 100),
-            ev("instance-event-00000000000000004", EventKind::TargetLifecycleState { state: "InService".into() }, 150),
+            ev(
+                "instance-event-00000000000000003",
+                EventKind::TargetLifecycleState { state: "Standby".into() },
+                100,
+            ),
+            ev(
+                "instance-event-00000000000000004",
+                EventKind::TargetLifecycleState { state: "InService".into() },
+                150,
+            ),
         ];
         let hidden = render_at(&sample(), &events, 99);
         for p in ["meta-data/spot", "meta-data/events/recommendations", "meta-data/autoscaling"] {
@@ -879,9 +897,15 @@ mod tests {
         }
         assert!(!text(&hidden, "meta-data").contains("spot/"));
         let shown = render_at(&sample(), &events, 120);
-        assert_eq!(text(&shown, "meta-data/spot/instance-action"), r#"{"action": "terminate", "time": "2017-09-18T08:22:00Z"}"#);
+        assert_eq!(
+            text(&shown, "meta-data/spot/instance-action"),
+            r#"{"action": "terminate", "time": "2017-09-18T08:22:00Z"}"#
+        );
         assert_eq!(text(&shown, "meta-data/spot/termination-time"), "2017-09-18T08:22:00Z");
-        assert_eq!(text(&shown, "meta-data/events/recommendations/rebalance"), r#"{"noticeTime": "2020-10-27T08:22:00Z"}"#);
+        assert_eq!(
+            text(&shown, "meta-data/events/recommendations/rebalance"),
+            r#"{"noticeTime": "2020-10-27T08:22:00Z"}"#
+        );
         assert_eq!(text(&shown, "meta-data/autoscaling/target-lifecycle-state"), "Standby");
         assert_eq!(text(&shown, "meta-data/events"), "maintenance/\nrecommendations/");
         crawl("events", &shown);
@@ -901,7 +925,11 @@ mod tests {
     #[test]
     fn spot_stop_has_no_termination_time() {
         use imds_core::events::SpotAction;
-        let events = [ev("instance-event-00000000000000001", EventKind::SpotInterruption { action: SpotAction::Stop, time: 1_505_722_920 }, 0)];
+        let events = [ev(
+            "instance-event-00000000000000001",
+            EventKind::SpotInterruption { action: SpotAction::Stop, time: 1_505_722_920 },
+            0,
+        )];
         let t = render_at(&sample(), &events, 10);
         assert_eq!(text(&t, "meta-data/spot"), "instance-action");
     }
