@@ -321,7 +321,7 @@ mod tests {
         assert_eq!(r.bool("Flag"), Ok(Some(true)));
         let e = r.sub("MetadataOptions").required_str("HttpTokens").unwrap_err();
         assert_eq!(e.message, "The request must contain the parameter MetadataOptions.HttpTokens");
-        assert!(r.has_sub("MetadataOptions") == false);
+        assert!(!r.has_sub("MetadataOptions"));
     }
 
     #[test]

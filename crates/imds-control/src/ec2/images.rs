@@ -176,7 +176,7 @@ pub async fn describe(cx: &mut Cx<'_>, p: View<'_>) -> Result<String, ApiError> 
     cx.gate(vec![cx.check("*")])?;
     let (images, next) = filter::paginate(images, &page, |i| i.image_id.clone());
     let mut x = cx.xml();
-    x.list("imagesSet", &images, |x, i| image(x, i));
+    x.list("imagesSet", &images, image);
     x.leaf_opt("nextToken", next);
     Ok(x.finish())
 }

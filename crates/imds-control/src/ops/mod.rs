@@ -375,7 +375,7 @@ mod tests {
         put(store.as_ref(), &a).await;
         let (_, rev0) = store.list("").await.unwrap();
         let same: Vec<Change> = ops
-            .update::<OpError, _>(&[a.instance_id.clone()], Visibility::LiveOnly, |v| {
+            .update::<OpError, _>(std::slice::from_ref(&a.instance_id), Visibility::LiveOnly, |v| {
                 Ok(vec![v[0].record.clone()])
             })
             .await
