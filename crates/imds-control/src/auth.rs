@@ -9,7 +9,7 @@
 //! the configured clock skew, and building the request context
 //! (`aws:PrincipalArn`, `aws:RequestedRegion`, `ec2:ResourceTag/<k>`,
 //! `ec2:RoleDelivery`, …). Which resources and keys an action has is the
-//! action's business ([`crate::ec2`]).
+//! action's business (the `ec2` modules).
 
 use crate::Caller;
 use crate::error::ApiError;

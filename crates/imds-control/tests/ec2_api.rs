@@ -1126,3 +1126,79 @@ async fn json_protocol_requests_reach_the_lightsail_extension_point() {
     assert_eq!(r.status, 400);
     assert!(r.body.contains("\"__type\":\"UnknownOperationException\""), "{}", r.body);
 }
+
+#[tokio::test]
+async fn deny_on_any_resource_judges_the_launch_options() {
+    let policy = r#"{"Version":"2012-10-17","Statement":[
+        {"Effect":"Allow","Action":"ec2:*","Resource":"*"},
+        {"Effect":"Deny","Action":"ec2:RunInstances","Resource":"*",
+         "Condition":{"StringNotEquals":{"ec2:MetadataHttpTokens":"required"}}}]}"#;
+    let s = Server::start_with(|c| c.credentials.push(limited(policy))).await;
+    let base = [("ImageId", "ami-12345678"), ("MinCount", "1"), ("MaxCount", "1")];
+    s.ec2_as(LIMITED_AKID, LIMITED_SECRET, "RunInstances", &base)
+        .await
+        .assert_error(403, "UnauthorizedOperation");
+    let mut required = base.to_vec();
+    required.push(("MetadataOptions.HttpTokens", "required"));
+    s.ec2_as(LIMITED_AKID, LIMITED_SECRET, "RunInstances", &required).await.assert_ok();
+    // Tagging at launch needs ec2:CreateTags too (with ec2:CreateAction).
+    let no_tags = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"ec2:RunInstances","Resource":"*"}]}"#;
+    let s = Server::start_with(|c| c.credentials.push(limited(no_tags))).await;
+    let mut tagged = base.to_vec();
+    tagged.extend([
+        ("TagSpecification.1.ResourceType", "instance"),
+        ("TagSpecification.1.Tag.1.Key", "a"),
+        ("TagSpecification.1.Tag.1.Value", "b"),
+    ]);
+    s.ec2_as(LIMITED_AKID, LIMITED_SECRET, "RunInstances", &tagged)
+        .await
+        .assert_error(403, "UnauthorizedOperation");
+    s.ec2_as(LIMITED_AKID, LIMITED_SECRET, "RunInstances", &base).await.assert_ok();
+}
+
+/// Role credentials as IMDS would mint them: a session token and a
+/// delivery version.
+struct RoleCredentials;
+
+impl imds_control::CredentialSource for RoleCredentials {
+    fn lookup(&self, access_key_id: &str) -> Option<imds_control::Caller> {
+        let delivery = match access_key_id {
+            "ASIAROLEV1EXAMPLE000" => "1.0",
+            "ASIAROLEV2EXAMPLE000" => "2.0",
+            _ => return None,
+        };
+        let policy = r#"{"Version":"2012-10-17","Statement":[
+            {"Effect":"Allow","Action":"*","Resource":"*"},
+            {"Effect":"Deny","Action":"*","Resource":"*","Condition":{"NumericLessThan":{"ec2:RoleDelivery":"2.0"}}}]}"#;
+        Some(imds_control::Caller {
+            access_key_id: access_key_id.to_owned(),
+            secret_access_key: "role/secret".to_owned(),
+            principal_arn: format!("arn:aws:sts::{ACCOUNT}:assumed-role/web/i-0123456789abcdef0"),
+            policies: vec![std::sync::Arc::new(imds_policy::Policy::parse(policy).unwrap())],
+            role_delivery: Some(delivery.to_owned()),
+            session_token: Some("session-token".to_owned()),
+        })
+    }
+}
+
+#[tokio::test]
+async fn role_credentials_need_their_token_and_carry_role_delivery() {
+    let s = Server::start_with_source(|_| {}, std::sync::Arc::new(RoleCredentials)).await;
+    let body = form(&[("Action", "DescribeInstances"), ("Version", "2016-11-15")]);
+    let call = |akid: &'static str, token: Option<&'static str>| {
+        s.sign_with_token(akid, "role/secret", token, "POST", "/", &body, "ec2", "us-east-1", false)
+    };
+    s.send(&call("ASIAROLEV2EXAMPLE000", Some("session-token"))).await.assert_ok();
+    s.send(&call("ASIAROLEV1EXAMPLE000", Some("session-token")))
+        .await
+        .assert_error(403, "UnauthorizedOperation");
+    let r = s.send(&call("ASIAROLEV2EXAMPLE000", Some("forged"))).await;
+    r.assert_error(401, "AuthFailure");
+    assert_eq!(r.message(), "The security token included in the request is invalid.");
+    s.send(&call("ASIAROLEV2EXAMPLE000", None)).await.assert_error(401, "AuthFailure");
+    // Long-term keys must not present a token.
+    let r = s
+        .send(&s.sign_with_token(AKID, SECRET, Some("x"), "POST", "/", &body, "ec2", "us-east-1", false))
+        .await;
+    r.assert_error(401, "AuthFailure");
+}

@@ -480,10 +480,13 @@ pub async fn run(cx: &mut Cx<'_>, p: View<'_>) -> Result<String, ApiError> {
             .with("ec2:InstanceType", spec.instance_type.clone())
             .with("ec2:ImageID", spec.image_id.clone())
             .request_tags(&spec.tags),
-        cx.check(cx.image_arn(&spec.image_id)),
+        // The option keys go with every resource of the launch, so a Deny
+        // on `Resource: *` conditioned on them judges the options, not
+        // their absence on the image or key pair.
+        cx.check(cx.image_arn(&spec.image_id)).metadata_options(&options),
     ];
     if let Some(k) = &spec.key_name {
-        checks.push(cx.check(cx.key_pair_arn(k)));
+        checks.push(cx.check(cx.key_pair_arn(k)).metadata_options(&options));
     }
     if !spec.tags.is_empty() {
         checks.push(

@@ -144,6 +144,13 @@ impl Server {
     }
 
     pub async fn start_with(adjust: impl FnOnce(&mut ControlConfig)) -> Self {
+        Self::start_with_source(adjust, Arc::new(Vec::<StaticCredential>::new())).await
+    }
+
+    pub async fn start_with_source(
+        adjust: impl FnOnce(&mut ControlConfig),
+        source: Arc<dyn imds_control::CredentialSource>,
+    ) -> Self {
         let store = Arc::new(MemoryStore::new());
         let clock = ManualClock::new(T0 * 1000);
         let mut config = ControlConfig {
@@ -154,12 +161,7 @@ impl Server {
         };
         adjust(&mut config);
         let max_body = config.max_body_bytes;
-        let cp = ControlPlane::new(
-            store.clone(),
-            config,
-            Arc::new(Vec::<StaticCredential>::new()),
-            Arc::new(clock.clone()),
-        );
+        let cp = ControlPlane::new(store.clone(), config, source, Arc::new(clock.clone()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let router = cp.router();
@@ -205,9 +207,27 @@ impl Server {
         region: &str,
         presign: bool,
     ) -> Vec<u8> {
+        self.sign_with_token(akid, secret, None, method, path_and_query, body, service, region, presign)
+    }
+
+    /// [`Server::sign`] with temporary credentials' session token.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sign_with_token(
+        &self,
+        akid: &str,
+        secret: &str,
+        token: Option<&str>,
+        method: &str,
+        path_and_query: &str,
+        body: &str,
+        service: &str,
+        region: &str,
+        presign: bool,
+    ) -> Vec<u8> {
         let uri = format!("http://{}{path_and_query}", self.addr);
         let headers = [("content-type", "application/x-www-form-urlencoded; charset=utf-8")];
-        let identity: Identity = Credentials::new(akid, secret, None, None, "test").into();
+        let identity: Identity =
+            Credentials::new(akid, secret, token.map(str::to_owned), None, "test").into();
         let mut settings = SigningSettings::default();
         if presign {
             settings.signature_location = SignatureLocation::QueryParams;
