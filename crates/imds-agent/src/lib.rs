@@ -7,16 +7,14 @@
 //! plane's `pending` becomes `applied`. A lost or compacted watch is answered
 //! by listing again. It owns no API parsing and no HTTP.
 
-pub mod credentials;
-
-use credentials::{CredentialPolicy, mint};
-use imds_core::{Clock, InstanceId, InstanceRecord, RoleCredentials};
+use imds_core::events::InstanceEvent;
+use imds_core::{Clock, InstanceId, InstanceRecord};
+use imds_credentials::{CredentialManager, CredentialsConfig, InstanceCredentials};
 use imds_dataplane::tree::RenderInputs;
 use imds_dataplane::{DataPlane, InstanceSnapshot, SnapshotChange};
+use imds_identity::RegionSigner;
 use imds_store::records::{self, InstanceStatus};
 use imds_store::{Op, Store, StoreError, WatchEvent, WatchMessage};
-use imds_core::events::InstanceEvent;
-use imds_identity::RegionSigner;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,10 +36,8 @@ pub struct AgentConfig {
     pub host_id: String,
     /// Which instances to serve.
     pub placement: Placement,
-    /// Lifetime and refresh of minted credentials.
-    pub credentials: CredentialPolicy,
-    /// How often credentials are checked for refresh.
-    pub refresh_interval: Duration,
+    /// Role credential providers (minted by default).
+    pub credentials: CredentialsConfig,
 }
 
 /// The agent failed in a way it cannot retry.
@@ -50,20 +46,9 @@ pub enum AgentError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// Randomness failed.
-    #[error(transparent)]
-    Random(#[from] credentials::RandomError),
     /// Identity signing keys could not be created or read.
     #[error("identity signing keys: {0}")]
     Identity(String),
-}
-
-/// Credentials served for one instance run.
-#[derive(Debug, Clone)]
-struct InstanceCredentials {
-    incarnation: u64,
-    role: Option<(RoleCredentials, RoleCredentials)>,
-    identity: RoleCredentials,
 }
 
 /// Reconciles a data plane with the store.
@@ -74,7 +59,10 @@ pub struct Agent {
     cfg: AgentConfig,
     /// The records in force, by instance.
     served: HashMap<InstanceId, InstanceRecord>,
-    creds: HashMap<InstanceId, InstanceCredentials>,
+    /// Credentials of the served instances, refreshed in the background.
+    credentials: CredentialManager,
+    /// Instances whose credentials changed (rotation, first STS fetch).
+    credential_changes: tokio::sync::mpsc::UnboundedReceiver<InstanceId>,
     /// Events by instance and event id.
     events: HashMap<InstanceId, BTreeMap<String, InstanceEvent>>,
     /// Identity signers by region.
@@ -88,7 +76,25 @@ pub struct Agent {
 impl Agent {
     /// An agent that has not synced yet.
     pub fn new(store: Arc<dyn Store>, dp: Arc<DataPlane>, clock: Arc<dyn Clock>, cfg: AgentConfig) -> Self {
-        Self { store, dp, clock, cfg, served: HashMap::new(), creds: HashMap::new(), events: HashMap::new(), signers: HashMap::new(), rendered_at: 0, synced_at: None }
+        let (credentials, credential_changes) = CredentialManager::new(
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            cfg.credentials.clone(),
+            cfg.host_id.clone(),
+        );
+        Self {
+            store,
+            dp,
+            clock,
+            cfg,
+            served: HashMap::new(),
+            credentials,
+            credential_changes,
+            events: HashMap::new(),
+            signers: HashMap::new(),
+            rendered_at: 0,
+            synced_at: None,
+        }
     }
 
     /// Lists the store and brings the data plane in line; returns the
@@ -126,8 +132,6 @@ impl Agent {
     /// Runs until `shutdown` turns true: sync (unless [`Agent::sync`] was
     /// just called), then follow changes to instances and events.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), AgentError> {
-        let mut refresh = tokio::time::interval(self.cfg.refresh_interval);
-        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         'relist: loop {
             let synced = match self.synced_at.take() {
                 Some(r) => Ok(r),
@@ -148,7 +152,10 @@ impl Agent {
                 let instances = self.store.watch(records::INSTANCES_PREFIX, revision + 1).await?;
                 let events = self.store.watch(records::EVENTS_PREFIX, events_revision + 1).await?;
                 // Keys are loaded lazily during sync; any later change is a rotation.
-                let signers = self.store.watch(records::IDENTITY_KEYS_PREFIX, revision.max(events_revision) + 1).await?;
+                let signers = self
+                    .store
+                    .watch(records::IDENTITY_KEYS_PREFIX, revision.max(events_revision) + 1)
+                    .await?;
                 Ok::<_, StoreError>((instances, events, signers))
             };
             let (mut instances_rx, mut events_rx, mut signers_rx) = match watches.await {
@@ -189,7 +196,11 @@ impl Agent {
                         Some(WatchMessage::Compacted { .. }) | None => continue 'relist,
                     },
                     _ = sleep_until_unix(wake, self.clock.as_ref()) => self.rerender_due_events(),
-                    _ = refresh.tick() => self.refresh_credentials().await?,
+                    Some(id) = self.credential_changes.recv() => {
+                        let mut ids = std::collections::BTreeSet::new();
+                        ids.insert(id);
+                        self.rerender(ids);
+                    }
                     _ = imds_dataplane::server::stopped(&mut shutdown) => return Ok(()),
                 }
             }
@@ -245,7 +256,9 @@ impl Agent {
                 },
                 WatchEvent::Delete { key, .. } => {
                     let parts = key.strip_prefix(records::EVENTS_PREFIX).and_then(|k| k.split_once('/'));
-                    if let Some((id, event_id)) = parts.and_then(|(i, e)| Some((InstanceId::parse(i).ok()?, e))) {
+                    if let Some((id, event_id)) =
+                        parts.and_then(|(i, e)| Some((InstanceId::parse(i).ok()?, e)))
+                    {
                         if let Some(list) = self.events.get_mut(&id) {
                             list.remove(event_id);
                         }
@@ -281,9 +294,11 @@ impl Agent {
     fn rerender(&mut self, ids: std::collections::BTreeSet<InstanceId>) {
         let mut changes = Vec::new();
         for id in ids {
-            let (Some(record), Some(creds)) = (self.served.get(&id), self.creds.get(&id)) else { continue };
+            let (Some(record), Some(creds)) = (self.served.get(&id), self.credentials.current(&id)) else {
+                continue;
+            };
             if record.state.is_served() {
-                changes.push(SnapshotChange::Upsert(Arc::new(self.render(record, creds))));
+                changes.push(SnapshotChange::Upsert(Arc::new(self.render(record, &creds))));
             }
         }
         if !changes.is_empty() {
@@ -354,16 +369,15 @@ impl Agent {
             self.served.insert(id, record);
             return Ok(());
         }
-        let creds = self.credentials_for(&record)?;
+        let creds = self.credentials.track(&record);
         changes.push(SnapshotChange::Upsert(Arc::new(self.render(&record, &creds))));
-        self.creds.insert(id.clone(), creds);
         self.served.insert(id, record);
         Ok(())
     }
 
     fn forget(&mut self, id: &InstanceId, changes: &mut Vec<SnapshotChange>) {
         self.served.remove(id);
-        self.creds.remove(id);
+        self.credentials.untrack(id);
         changes.push(SnapshotChange::Remove(id.clone()));
     }
 
@@ -371,68 +385,19 @@ impl Agent {
         let events: Vec<InstanceEvent> =
             self.events.get(&record.instance_id).map(|m| m.values().cloned().collect()).unwrap_or_default();
         let inputs = RenderInputs {
-            role_credentials_v1: creds.role.as_ref().map(|(v1, _)| v1),
-            role_credentials_v2: creds.role.as_ref().map(|(_, v2)| v2),
-            identity_credentials: Some(&creds.identity),
+            role_credentials_v1: creds.role.as_ref().and_then(|r| r.imdsv1.as_ref()),
+            role_credentials_v2: creds.role.as_ref().and_then(|r| r.imdsv2.as_ref()),
+            role_error: creds
+                .role
+                .as_ref()
+                .and_then(|r| r.error.as_ref())
+                .map(|(c, m)| (c.as_str(), m.as_str())),
+            identity_credentials: creds.identity.as_ref(),
             now_secs: self.clock.now_secs(),
             events: &events,
             signer: self.signers.get(&record.placement.region),
         };
         InstanceSnapshot::render(record, &inputs)
-    }
-
-    /// Reuses the credentials of the running incarnation while they are
-    /// fresh; a new start or a role change gets new ones.
-    fn credentials_for(&self, record: &InstanceRecord) -> Result<InstanceCredentials, AgentError> {
-        let now = self.clock.now_secs();
-        let policy = &self.cfg.credentials;
-        let previous = self.creds.get(&record.instance_id).filter(|c| c.incarnation == record.incarnation);
-        let fresh = |c: &RoleCredentials| !policy.needs_refresh(c, now);
-        let identity = match previous.map(|p| &p.identity).filter(|c| fresh(c)) {
-            Some(c) => c.clone(),
-            None => mint(now, policy)?,
-        };
-        let role_unchanged = self
-            .served
-            .get(&record.instance_id)
-            .is_some_and(|r| r.iam_instance_profile == record.iam_instance_profile);
-        let role = match (&record.iam_instance_profile, previous.and_then(|p| p.role.as_ref())) {
-            (None, _) => None,
-            (Some(_), Some((v1, v2))) if role_unchanged && fresh(v1) && fresh(v2) => {
-                Some((v1.clone(), v2.clone()))
-            }
-            (Some(_), _) => Some((mint(now, policy)?, mint(now, policy)?)),
-        };
-        Ok(InstanceCredentials { incarnation: record.incarnation, role, identity })
-    }
-
-    /// Replaces credentials that are about to expire.
-    async fn refresh_credentials(&mut self) -> Result<(), AgentError> {
-        let now = self.clock.now_secs();
-        let policy = self.cfg.credentials;
-        let stale: Vec<InstanceId> = self
-            .creds
-            .iter()
-            .filter(|(_, c)| {
-                policy.needs_refresh(&c.identity, now)
-                    || c.role
-                        .as_ref()
-                        .is_some_and(|(a, b)| policy.needs_refresh(a, now) || policy.needs_refresh(b, now))
-            })
-            .map(|(id, _)| id.clone())
-            .collect();
-        let mut changes = Vec::new();
-        for id in stale {
-            let Some(record) = self.served.get(&id).cloned() else { continue };
-            let creds = self.credentials_for(&record)?;
-            changes.push(SnapshotChange::Upsert(Arc::new(self.render(&record, &creds))));
-            self.creds.insert(id, creds);
-        }
-        if !changes.is_empty() {
-            tracing::info!(instances = changes.len(), "rotated role credentials");
-            self.dp.apply(changes);
-        }
-        Ok(())
     }
 
     /// Records that this host now serves these generations.

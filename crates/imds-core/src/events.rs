@@ -48,7 +48,9 @@ impl FromStr for SpotAction {
             "hibernate" => Ok(Self::Hibernate),
             "stop" => Ok(Self::Stop),
             "terminate" => Ok(Self::Terminate),
-            _ => Err(InvalidEvent(format!("invalid spot action '{s}': expected hibernate, stop or terminate"))),
+            _ => {
+                Err(InvalidEvent(format!("invalid spot action '{s}': expected hibernate, stop or terminate")))
+            }
         }
     }
 }
@@ -172,7 +174,10 @@ impl EventKind {
     pub fn validate(&self) -> Result<(), InvalidEvent> {
         match self {
             Self::TargetLifecycleState { state } if !LIFECYCLE_STATES.contains(&state.as_str()) => {
-                Err(InvalidEvent(format!("invalid lifecycle state '{state}': expected one of {}", LIFECYCLE_STATES.join(", "))))
+                Err(InvalidEvent(format!(
+                    "invalid lifecycle state '{state}': expected one of {}",
+                    LIFECYCLE_STATES.join(", ")
+                )))
             }
             Self::Maintenance { not_before, not_after: Some(after), .. } if after < not_before => {
                 Err(InvalidEvent("not_after must not be before not_before".to_owned()))

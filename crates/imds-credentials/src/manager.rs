@@ -65,9 +65,15 @@ pub const ERROR_CODE_UNAVAILABLE: &str = "ServiceUnavailable";
 /// EC2's code for a role it cannot assume (credentials.md §3.1).
 pub const ERROR_CODE_UNAUTHORIZED: &str = "AssumeRoleUnauthorizedAccess";
 
-/// A set is never replaced sooner than this after it was issued, whatever
-/// the settings, so a bad setting cannot turn into a rotation storm.
-const MIN_ROTATION_SECS: u64 = 60;
+/// An STS set is never replaced sooner than this after it was issued: STS
+/// may grant less than the duration asked for (a role's maximum session),
+/// and refreshing `refresh_before` ahead of such an expiry would otherwise
+/// call STS in a loop.
+const MIN_STS_ROTATION_SECS: u64 = 60;
+/// A minted set lives at least this long. Minted lifetimes are ours and
+/// validated (`refresh_before < lifetime`), so no storm is possible; short
+/// settings are honoured (tests rotate every second).
+const MIN_MINTED_ROTATION_SECS: u64 = 1;
 /// Shortest pause of the background task, whatever is due.
 const MIN_SLEEP: Duration = Duration::from_millis(10);
 /// Deletes per transaction when sweeping old records.
@@ -491,12 +497,15 @@ impl MintedSlot {
         ops: &mut Vec<Op>,
     ) -> (bool, u64) {
         self.drop_expired(now, ops);
-        let due = self.current.as_ref().is_none_or(|c| now >= refresh_at(c, refresh_before));
+        let due = self
+            .current
+            .as_ref()
+            .is_none_or(|c| now >= refresh_at(c, refresh_before, MIN_MINTED_ROTATION_SECS));
         let changed = due && self.replace(shared, meta, now, lifetime, ops);
         let next = self
             .current
             .as_ref()
-            .map(|c| refresh_at(c, refresh_before))
+            .map(|c| refresh_at(c, refresh_before, MIN_MINTED_ROTATION_SECS))
             .into_iter()
             .chain(self.superseded.iter().map(|e| e.expiration))
             .min()
@@ -507,9 +516,9 @@ impl MintedSlot {
 }
 
 /// When a set is replaced: `refresh_before` ahead of its expiry, but never
-/// within [`MIN_ROTATION_SECS`] of its issue.
-fn refresh_at(c: &RoleCredentials, refresh_before: u64) -> u64 {
-    c.expiration.saturating_sub(refresh_before).max(c.last_updated.saturating_add(MIN_ROTATION_SECS))
+/// within `min_gap` seconds of its issue.
+fn refresh_at(c: &RoleCredentials, refresh_before: u64, min_gap: u64) -> u64 {
+    c.expiration.saturating_sub(refresh_before).max(c.last_updated.saturating_add(min_gap))
 }
 
 /// One STS-fetched set and its retry state.
@@ -928,7 +937,7 @@ impl Shared {
                 tracing::info!(instance = %job.id, delivery = job.delivery.as_str(),
                     access_key_id = %creds.access_key_id, expiration = creds.expiration,
                     "obtained STS credentials");
-                slot.next_attempt = refresh_at(&creds, provider.refresh_before_secs);
+                slot.next_attempt = refresh_at(&creds, provider.refresh_before_secs, MIN_STS_ROTATION_SECS);
                 slot.current = Some(creds);
                 slot.failures = 0;
                 slot.error = None;

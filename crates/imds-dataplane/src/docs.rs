@@ -136,10 +136,15 @@ pub fn credentials_error(role_name: &str, now: u64) -> String {
     let message = format!(
         "EC2 cannot assume the role {role_name}.  Please see documentation at https://docs.aws.amazon.com/IAM/latest/UserGuide/id_roles_use_switch-role-ec2.html."
     );
+    credentials_error_document(CODE_ASSUME_ROLE_UNAUTHORIZED, &message, now)
+}
+
+/// The credentials.md §3.1 error document with any `Code` and `Message`.
+pub fn credentials_error_document(code: &str, message: &str, now: u64) -> String {
     let last_updated = iso8601_secs(now);
     object(&[
-        ("Code", CODE_ASSUME_ROLE_UNAUTHORIZED.into()),
-        ("Message", message.as_str().into()),
+        ("Code", code.into()),
+        ("Message", message.into()),
         ("LastUpdated", last_updated.as_str().into()),
     ])
 }

@@ -148,6 +148,10 @@ pub struct RenderInputs<'a> {
     pub role_credentials_v1: Option<&'a RoleCredentials>,
     /// Role credentials for IMDSv2 callers; `None` as for v1.
     pub role_credentials_v2: Option<&'a RoleCredentials>,
+    /// `Code` and `Message` of the error document served while a set is
+    /// missing (e.g. `Pending` before the first STS answer); `None` means
+    /// EC2's `AssumeRoleUnauthorizedAccess` document.
+    pub role_error: Option<(&'a str, &'a str)>,
     /// Credentials of `identity-credentials/ec2/security-credentials/ec2-instance`;
     /// `None` => the same error-document treatment.
     pub identity_credentials: Option<&'a RoleCredentials>,
@@ -543,9 +547,10 @@ fn render_credentials(b: &mut TreeBuilder, r: &InstanceRecord, inputs: &RenderIn
     let now = inputs.now_secs;
     if let Some(profile) = &r.iam_instance_profile {
         let role = profile.role_name.as_str();
-        let document = |creds: Option<&RoleCredentials>| match creds {
-            Some(c) => docs::role_credentials(c),
-            None => docs::credentials_error(role, now),
+        let document = |creds: Option<&RoleCredentials>| match (creds, inputs.role_error) {
+            (Some(c), _) => docs::role_credentials(c),
+            (None, Some((code, message))) => docs::credentials_error_document(code, message, now),
+            (None, None) => docs::credentials_error(role, now),
         };
         let last_updated =
             inputs.role_credentials_v2.or(inputs.role_credentials_v1).map_or(now, |c| c.last_updated);
@@ -678,6 +683,7 @@ mod tests {
         let inputs = RenderInputs {
             role_credentials_v1: Some(&v1),
             role_credentials_v2: Some(&v2),
+            role_error: None,
             identity_credentials: Some(&id),
             now_secs: NOW,
             events: &[],
@@ -690,6 +696,7 @@ mod tests {
         let inputs = RenderInputs {
             role_credentials_v1: None,
             role_credentials_v2: None,
+            role_error: None,
             identity_credentials: None,
             now_secs: NOW,
             events: &[],
@@ -821,6 +828,7 @@ mod tests {
         let inputs = RenderInputs {
             role_credentials_v1: None,
             role_credentials_v2: None,
+            role_error: None,
             identity_credentials: None,
             now_secs: now,
             events,

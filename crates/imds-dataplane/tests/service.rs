@@ -41,6 +41,7 @@ fn snapshot(r: &InstanceRecord) -> Arc<InstanceSnapshot> {
     let inputs = RenderInputs {
         role_credentials_v1: Some(&v1),
         role_credentials_v2: Some(&v2),
+        role_error: None,
         identity_credentials: Some(&id),
         now_secs: T0 / 1000,
         events: &[],

@@ -66,7 +66,13 @@ impl ImdsdBuilder {
         let tmp = tempfile::tempdir()?;
         let data_dir = self.data_dir.clone().unwrap_or_else(|| tmp.path().join("data"));
         let mut cmd = Command::new(&self.binary);
-        cmd.arg("serve").arg("--data-dir").arg(&data_dir).arg("--admin-listen").arg("127.0.0.1:0");
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .arg("--admin-listen")
+            .arg("127.0.0.1:0")
+            .arg("--control-listen")
+            .arg("127.0.0.1:0");
         let listens = if self.data_listen.is_empty() {
             vec!["127.0.0.1:0".to_owned(), "[::1]:0".to_owned()]
         } else {
@@ -90,8 +96,9 @@ impl ImdsdBuilder {
         let mut reader = BufReader::new(stdout);
         let mut data = Vec::new();
         let mut admin = None;
+        let mut control = None;
         let deadline = Instant::now() + Duration::from_secs(30);
-        while data.len() < listens.len() || admin.is_none() {
+        while data.len() < listens.len() || admin.is_none() || control.is_none() {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 bail!("imdsd did not report its listeners in time");
@@ -107,12 +114,14 @@ impl ImdsdBuilder {
                 match kind {
                     "data" => data.push(addr),
                     "admin" => admin = Some(addr),
+                    "control" => control = Some(addr),
                     _ => {}
                 }
             }
         }
         let admin = admin.context("no admin listener")?;
-        Ok(ImdsdProcess { child, _stdout: reader, data, admin, data_dir, _tmp: tmp })
+        let control = control.context("no control listener")?;
+        Ok(ImdsdProcess { child, _stdout: reader, data, admin, control, data_dir, _tmp: tmp })
     }
 }
 
@@ -125,6 +134,8 @@ pub struct ImdsdProcess {
     pub data: Vec<SocketAddr>,
     /// Admin listener.
     pub admin: SocketAddr,
+    /// Control-plane listener (EC2 / Lightsail APIs).
+    pub control: SocketAddr,
     data_dir: PathBuf,
     _tmp: tempfile::TempDir,
 }
@@ -143,6 +154,16 @@ impl ImdsdProcess {
     /// `http://127.0.0.1:PORT`
     pub fn data_url(&self) -> String {
         format!("http://{}", self.data_v4())
+    }
+
+    /// `http://127.0.0.1:PORT` of the control plane.
+    pub fn control_url(&self) -> String {
+        format!("http://{}", self.control)
+    }
+
+    /// The AWS shared-credentials file `--demo` wrote (profile `imdsd-demo`).
+    pub fn demo_credentials_file(&self) -> PathBuf {
+        self.data_dir.join("aws-credentials")
     }
 
     /// The data directory in use.

@@ -20,9 +20,10 @@ pub struct Config {
     /// `[control]`
     #[serde(default)]
     pub control: ControlConfig,
-    /// `[credentials]`
+    /// `[credentials]`: role credential providers (`[credentials.default]`,
+    /// `[credentials.roles.<role-name>]`).
     #[serde(default)]
-    pub credentials: CredentialsConfig,
+    pub credentials: imds_credentials::CredentialsConfig,
 }
 
 /// `[data_plane]`: the IMDS endpoint guests call.
@@ -61,6 +62,12 @@ pub struct ControlConfig {
     /// Access keys accepted by the control API.
     #[serde(default)]
     pub credentials: Vec<CredentialConfig>,
+    /// IAM policy file (JSON, relative to the config file) of each instance
+    /// role, by role name: what an instance may do on the control API with
+    /// the role credentials it got from IMDS. A role not listed may do
+    /// nothing.
+    #[serde(default)]
+    pub role_policies: std::collections::BTreeMap<String, PathBuf>,
 }
 
 /// One `[[control.credentials]]` entry.
@@ -86,16 +93,6 @@ impl std::fmt::Debug for CredentialConfig {
             .field("policy", &self.policy)
             .finish_non_exhaustive()
     }
-}
-
-/// `[credentials]`: minted role credentials.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CredentialsConfig {
-    /// Validity of minted credentials in seconds (default 21600 = 6 h).
-    pub lifetime_secs: Option<u64>,
-    /// Replace credentials this many seconds before they expire (default 3600).
-    pub refresh_before_secs: Option<u64>,
 }
 
 /// The file could not be used.
@@ -140,6 +137,9 @@ impl Config {
                 *p = base.join(&*p);
             }
         }
+        for p in config.control.role_policies.values_mut().filter(|p| p.is_relative()) {
+            *p = base.join(&*p);
+        }
         Ok(config)
     }
 
@@ -149,17 +149,7 @@ impl Config {
             .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
         let invalid =
             |message: &str| ConfigError::Invalid { path: path.to_owned(), message: message.to_owned() };
-        if let (Some(life), Some(before)) =
-            (config.credentials.lifetime_secs, config.credentials.refresh_before_secs)
-            && before >= life
-        {
-            return Err(invalid(
-                "credentials.refresh_before_secs must be smaller than credentials.lifetime_secs",
-            ));
-        }
-        if config.credentials.lifetime_secs.is_some_and(|l| l < 900) {
-            return Err(invalid("credentials.lifetime_secs must be at least 900 (15 minutes)"));
-        }
+        config.credentials.validate().map_err(|e| invalid(&format!("credentials: {e}")))?;
         for (i, c) in config.control.credentials.iter().enumerate() {
             if c.access_key_id.is_empty() || c.secret_access_key.is_empty() {
                 return Err(invalid(&format!(
@@ -207,14 +197,20 @@ subnet = "10.20.0.0/16"
 access_key_id = "AKIAIOSFODNN7EXAMPLE"
 secret_access_key = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 policy = "admin.json"
-[credentials]
+[credentials.default]
+provider = "minted"
 lifetime_secs = 21600
 refresh_before_secs = 3600
+[credentials.roles.bridge-role]
+provider = "static"
+access_key_id = "AKIABRIDGEEXAMPLE000"
+secret_access_key = "bridge-secret"
 "#,
         )
         .unwrap();
-        assert_eq!(c.data_plane.listen.unwrap().len(), 2);
-        assert_eq!(c.credentials.lifetime_secs, Some(21600));
+        assert_eq!(c.data_plane.listen.as_ref().map(Vec::len), Some(2));
+        assert_eq!(c.credentials.provider_for("bridge-role").name(), "static");
+        assert_eq!(c.credentials.provider_for("other").name(), "minted");
         assert_eq!(c.control.credentials.len(), 1);
         assert_eq!(c.control.subnet, "10.20.0.0/16".parse().ok());
         assert!(!format!("{c:?}").contains("wJalrXUtnFEMI"), "secrets never in Debug output");
@@ -232,8 +228,9 @@ refresh_before_secs = 3600
     #[test]
     fn bad_values_are_rejected() {
         assert!(parse("[data_plane]\nlisten = [\"nowhere\"]\n").is_err());
-        assert!(parse("[credentials]\nlifetime_secs = 60\n").is_err());
-        assert!(parse("[credentials]\nlifetime_secs = 3600\nrefresh_before_secs = 3600\n").is_err());
+        assert!(parse("[credentials.default]\nprovider = \"minted\"\nlifetime_secs = 60\n").is_err());
+        assert!(parse("[credentials.default]\nprovider = \"minted\"\nlifetime_secs = 3600\nrefresh_before_secs = 3600\n").is_err());
+        assert!(parse("[credentials.roles.r]\nprovider = \"magic\"\n").is_err());
         assert!(parse("[data_plane]\nheader_read_timeout_secs = 0\n").is_err());
         assert!(parse("[[control.credentials]]\naccess_key_id = \"A\"\nsecret_access_key = \"\"\n").is_err());
         assert!(parse("[control]\nsubnet = \"10.0.0.0/33\"\n").is_err());

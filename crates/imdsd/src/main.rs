@@ -6,6 +6,7 @@
 
 mod admin;
 mod admin_api;
+mod callers;
 mod client;
 mod commands;
 mod config;

@@ -3,13 +3,14 @@
 use crate::ServeArgs;
 use crate::admin::{self, AdminState};
 use crate::admin_api::ApiState;
+use crate::callers::RoleCallers;
 use crate::config::Config;
 use crate::demo;
 use anyhow::Context;
-use imds_agent::credentials::CredentialPolicy;
 use imds_agent::{Agent, AgentConfig, Placement};
-use imds_control::{ControlConfig, ControlPlane, StaticCredential, StaticCredentials};
+use imds_control::{ControlConfig, ControlPlane, StaticCredential};
 use imds_core::{Clock, SystemClock};
+use imds_credentials::{CredentialsConfig, MintedIndex};
 use imds_dataplane::server::{ConnLimits, serve as serve_data};
 use imds_dataplane::{DataPlane, DataPlaneMetrics};
 use imds_net::bind_listener;
@@ -18,6 +19,7 @@ use imds_store::RedbStore;
 use imds_store::Store;
 use imds_token::KeyRing;
 use prometheus_client::registry::Registry;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -45,8 +47,9 @@ struct Settings {
     admin_listen: SocketAddr,
     control_listen: SocketAddr,
     control: ControlConfig,
+    role_policies: HashMap<String, Policy>,
     limits: ConnLimits,
-    credentials: CredentialPolicy,
+    credentials: CredentialsConfig,
 }
 
 fn settings(args: &ServeArgs) -> anyhow::Result<Settings> {
@@ -67,13 +70,7 @@ fn settings(args: &ServeArgs) -> anyhow::Result<Settings> {
     if let Some(secs) = config.data_plane.header_read_timeout_secs {
         limits.header_read_timeout = Duration::from_secs(secs);
     }
-    let mut credentials = CredentialPolicy::default();
-    if let Some(l) = config.credentials.lifetime_secs {
-        credentials.lifetime_secs = l;
-    }
-    if let Some(b) = config.credentials.refresh_before_secs {
-        credentials.refresh_before_secs = b;
-    }
+    let credentials = config.credentials;
     let mut control = ControlConfig::default();
     if let Some(region) = config.control.region {
         control.region = region;
@@ -85,18 +82,12 @@ fn settings(args: &ServeArgs) -> anyhow::Result<Settings> {
         control.subnet_v4 = subnet;
     }
     control.subnet_v6 = config.control.ipv6_subnet;
+    let mut role_policies = HashMap::new();
+    for (role, path) in &config.control.role_policies {
+        role_policies.insert(role.clone(), load_policy(path)?);
+    }
     for c in config.control.credentials {
-        let policy = match &c.policy {
-            None => None,
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read policy file {}", path.display()))?;
-                Some(
-                    Policy::parse(&text)
-                        .with_context(|| format!("invalid policy file {}", path.display()))?,
-                )
-            }
-        };
+        let policy = c.policy.as_deref().map(load_policy).transpose()?;
         control.credentials.push(StaticCredential {
             principal_arn: c
                 .principal_arn
@@ -107,6 +98,7 @@ fn settings(args: &ServeArgs) -> anyhow::Result<Settings> {
         });
     }
     Ok(Settings {
+        role_policies,
         control_listen: match args.control_listen.or(config.control.listen) {
             Some(a) => a,
             None => parse(DEFAULT_CONTROL_LISTEN)?,
@@ -126,6 +118,15 @@ fn settings(args: &ServeArgs) -> anyhow::Result<Settings> {
         credentials,
     })
 }
+
+fn load_policy(path: &std::path::Path) -> anyhow::Result<Policy> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read policy file {}", path.display()))?;
+    Policy::parse(&text).with_context(|| format!("invalid policy file {}", path.display()))
+}
+
+/// What the demo role may do on the control API: read.
+const DEMO_ROLE_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["ec2:Describe*","ec2:GetInstanceMetadataDefaults"],"Resource":"*"}]}"#;
 
 /// Loads this host's token key ring, creating it on first start. The ring
 /// is persisted so tokens survive a restart of the same data directory.
@@ -169,6 +170,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             policy: None,
         });
         demo_hint = Some(profile);
+        if !settings.role_policies.contains_key("demo-role") {
+            settings.role_policies.insert("demo-role".to_owned(), Policy::parse(DEMO_ROLE_POLICY)?);
+        }
     }
 
     let keys = token_keys(store.as_ref(), clock.as_ref()).await?;
@@ -193,8 +197,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         AgentConfig {
             host_id: LOCAL_HOST_ID.to_owned(),
             placement: Placement::All,
-            credentials: settings.credentials,
-            refresh_interval: Duration::from_secs(60),
+            credentials: settings.credentials.clone(),
         },
     );
     agent.sync().await.context("initial sync with the store failed")?;
@@ -211,7 +214,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let control = ControlPlane::new(
         Arc::clone(&store),
         settings.control.clone(),
-        Arc::new(StaticCredentials::default()),
+        Arc::new(RoleCallers::new(
+            MintedIndex::spawn(Arc::clone(&store), Arc::clone(&clock)),
+            std::mem::take(&mut settings.role_policies),
+        )?),
         Arc::clone(&clock),
     );
     tasks.spawn(serve_router(control.router(), control_listener, stop_rx.clone()));

@@ -48,7 +48,7 @@ fn verify_all(s: &ImdsdProcess, dir: &Path, cert: &str) -> (bool, bool, bool) {
     std::fs::write(dir.join("cert.pem"), cert).unwrap();
     let (_, document) = fetch(s, "/latest/dynamic/instance-identity/document");
     std::fs::write(dir.join("document"), &document).unwrap();
-    let mut smime = |name: &str| {
+    let smime = |name: &str| {
         let (status, body) = fetch(s, &format!("/latest/dynamic/instance-identity/{name}"));
         assert_eq!(status, 200);
         assert!(body.lines().all(|l| l.len() <= 76) && !body.ends_with('\n') && !body.contains("BEGIN"));
