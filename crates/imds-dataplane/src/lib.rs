@@ -14,6 +14,7 @@ pub mod server;
 pub mod service;
 pub mod snapshot;
 pub mod tree;
+pub mod usage;
 
 pub use metrics::DataPlaneMetrics;
 pub use snapshot::{DataPlane, InstanceSnapshot, SnapshotChange};

@@ -109,7 +109,11 @@ fn route(
         return (class_of(&route), r);
     }
     let remaining = match authenticate(dp, snap, req.headers) {
-        Auth::V1 => None,
+        Auth::V1 => {
+            let user_agent = req.headers.get(http::header::USER_AGENT).map(HeaderValue::as_bytes);
+            dp.usage().no_token(&snap.instance_id, conn.peer, user_agent, normal.as_str());
+            None
+        }
         Auth::V2 { remaining } => Some(remaining),
         Auth::Forbidden => return (class_of(&route), empty(StatusCode::FORBIDDEN)),
         Auth::Unauthorized => return (class_of(&route), html(StatusCode::UNAUTHORIZED, UNAUTHORIZED_HTML)),
@@ -161,6 +165,7 @@ fn authenticate(dp: &DataPlane, snap: &InstanceSnapshot, headers: &HeaderMap) ->
         }
         None if snap.options.http_tokens == HttpTokens::Required => {
             metrics.no_token_rejected.inc();
+            dp.usage().no_token_rejected(&snap.instance_id);
             Auth::Unauthorized
         }
         None => {

@@ -8,6 +8,7 @@
 
 use crate::metrics::DataPlaneMetrics;
 use crate::tree::{MetadataTree, RenderInputs};
+use crate::usage::{NoUsage, UsageSink};
 use arc_swap::ArcSwap;
 use imds_core::{Clock, InstanceId, InstanceRecord, MetadataOptions};
 use imds_net::SourceTable;
@@ -78,6 +79,7 @@ pub struct DataPlane {
     keys: ArcSwap<KeyRing>,
     clock: Arc<dyn Clock>,
     metrics: DataPlaneMetrics,
+    usage: Arc<dyn UsageSink>,
 }
 
 impl std::fmt::Debug for DataPlane {
@@ -89,13 +91,29 @@ impl std::fmt::Debug for DataPlane {
 impl DataPlane {
     /// A data plane serving no instance yet.
     pub fn new(keys: KeyRing, clock: Arc<dyn Clock>, metrics: DataPlaneMetrics) -> Arc<Self> {
+        Self::with_usage(keys, clock, metrics, Arc::new(NoUsage))
+    }
+
+    /// A data plane that reports IMDSv1 use to `usage`.
+    pub fn with_usage(
+        keys: KeyRing,
+        clock: Arc<dyn Clock>,
+        metrics: DataPlaneMetrics,
+        usage: Arc<dyn UsageSink>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             routes: ArcSwap::from_pointee(SourceTable::new()),
             slots: Mutex::new(HashMap::new()),
             keys: ArcSwap::from_pointee(keys),
             clock,
             metrics,
+            usage,
         })
+    }
+
+    /// Where IMDSv1 use is reported.
+    pub fn usage(&self) -> &dyn UsageSink {
+        self.usage.as_ref()
     }
 
     /// Applies changes; each instance's new snapshot is visible to the next

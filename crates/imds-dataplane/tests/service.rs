@@ -287,3 +287,48 @@ fn option_changes_apply_to_the_next_request() {
     f.dp.apply(vec![SnapshotChange::Upsert(snapshot(&r))]);
     assert_eq!(f.call(A, Method::GET, "/latest/meta-data/tags/instance", &[]).body(), "Environment\nName");
 }
+
+/// Records what the data plane reports.
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<String>>);
+
+impl imds_dataplane::usage::UsageSink for Recorder {
+    fn no_token(&self, instance: &InstanceId, source: IpAddr, user_agent: Option<&[u8]>, path: &str) {
+        let ua = user_agent.map(|u| String::from_utf8_lossy(u).into_owned()).unwrap_or_default();
+        self.0.lock().unwrap().push(format!("v1 {instance} {source} {ua} {path}"));
+    }
+    fn no_token_rejected(&self, instance: &InstanceId) {
+        self.0.lock().unwrap().push(format!("rejected {instance}"));
+    }
+}
+
+#[test]
+fn imdsv1_use_is_reported_with_source_agent_and_path() {
+    let recorder = Arc::new(Recorder::default());
+    let clock = ManualClock::new(T0);
+    let dp = DataPlane::with_usage(
+        KeyRing::generate(T0).unwrap(),
+        Arc::new(clock),
+        DataPlaneMetrics::default(),
+        recorder.clone(),
+    );
+    let mut required = record(ID_B, B);
+    required.metadata_options.http_tokens = HttpTokens::Required;
+    dp.apply(vec![
+        SnapshotChange::Upsert(snapshot(&record(ID_A, A))),
+        SnapshotChange::Upsert(snapshot(&required)),
+    ]);
+    let f = Fixture { dp, clock: ManualClock::new(T0) };
+    f.call(A, Method::GET, "//latest/meta-data/instance-id", &[("user-agent", "legacy-agent/1.0")]);
+    let tok = f.token(A, "60");
+    f.call(A, Method::GET, "/latest/meta-data/instance-id", &[("x-aws-ec2-metadata-token", &tok)]);
+    f.call(B, Method::GET, "/latest/meta-data/instance-id", &[]);
+    assert_eq!(
+        *recorder.0.lock().unwrap(),
+        vec![
+            format!("v1 {ID_A} 10.0.0.1 legacy-agent/1.0 latest/meta-data/instance-id"),
+            format!("rejected {ID_B}"),
+        ],
+        "IMDSv2 requests are not reported; the path is the normalised one"
+    );
+}
