@@ -7,6 +7,7 @@
 //! store records and hands them to [`DataPlane::apply`].
 
 pub mod docs;
+pub mod limits;
 pub mod metrics;
 pub mod path;
 pub mod responses;
@@ -16,5 +17,6 @@ pub mod snapshot;
 pub mod tree;
 pub mod usage;
 
+pub use limits::Limits;
 pub use metrics::DataPlaneMetrics;
-pub use snapshot::{DataPlane, InstanceSnapshot, SnapshotChange};
+pub use snapshot::{DataPlane, DataPlaneOptions, InstanceSnapshot, SnapshotChange};

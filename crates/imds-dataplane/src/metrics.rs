@@ -79,7 +79,8 @@ pub struct ReasonLabels {
 /// Labels of `imds_connections_refused_total`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct RefusedLabels {
-    /// Why (`unknown_source`, `ipv6_disabled`, `endpoint_disabled`, `not_running`).
+    /// Why (`unknown_source`, `ipv6_disabled`, `instance_connection_cap`,
+    /// `global_connection_cap`, `fair_share`).
     pub reason: &'static str,
 }
 
@@ -98,6 +99,8 @@ pub struct DataPlaneMetrics {
     pub no_token_rejected: Counter,
     /// Connections closed without an answer.
     pub connections_refused: Family<RefusedLabels, Counter>,
+    /// Requests answered 429 (over the instance's request rate).
+    pub throttled: Counter,
 }
 
 impl DataPlaneMetrics {
@@ -119,6 +122,11 @@ impl DataPlaneMetrics {
             "imds_no_token_rejected_requests",
             "IMDSv1 requests refused because tokens are required",
             self.no_token_rejected.clone(),
+        );
+        registry.register(
+            "imds_requests_throttled",
+            "Requests answered 429 because the instance exceeded its request rate",
+            self.throttled.clone(),
         );
         registry.register(
             "imds_connections_refused",

@@ -75,26 +75,36 @@ pub async fn serve(
         };
         let peer_ip = canonical_ip(peer.ip());
         let v6_peer = via_ipv6 && peer_ip.is_ipv6();
-        let refusal = match dp.slot_for(peer_ip) {
-            None => Some("unknown_source"),
+        let admitted = match dp.slot_for(peer_ip) {
+            None => Err("unknown_source"),
             Some(slot) => {
                 let options = slot.load().options;
                 let v6_on = options.http_endpoint.is_enabled() && options.http_protocol_ipv6.is_enabled();
-                (v6_peer && !v6_on).then_some("ipv6_disabled")
+                if v6_peer && !v6_on {
+                    Err("ipv6_disabled")
+                } else {
+                    dp.admit_connection(&slot).map_err(|r| r.reason())
+                }
             }
         };
-        if let Some(reason) = refusal {
-            dp.metrics().refuse(reason);
-            tracing::debug!(%peer, reason, "connection refused");
-            // A reset, not a polite close: to the caller this endpoint does
-            // not exist, as on EC2.
-            let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
-            continue;
-        }
+        let permit = match admitted {
+            Ok(permit) => permit,
+            Err(reason) => {
+                dp.metrics().refuse(reason);
+                tracing::debug!(%peer, reason, "connection refused");
+                // A reset, not a polite close: to the caller this endpoint does
+                // not exist, as on EC2.
+                let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let dp = Arc::clone(&dp);
         let shutdown = shutdown.clone();
-        tokio::spawn(serve_connection(dp, stream, peer_ip, v6_peer, limits, shutdown));
+        tokio::spawn(async move {
+            serve_connection(dp, stream, peer_ip, v6_peer, limits, shutdown).await;
+            drop(permit);
+        });
     }
 }
 

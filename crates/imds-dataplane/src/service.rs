@@ -67,6 +67,14 @@ pub fn handle(dp: &DataPlane, conn: &ConnInfo, req: &RequestHead<'_>) -> Outcome
     };
     let snap = slot.load();
     let endpoint_on = snap.options.http_endpoint.is_enabled();
+    if !slot.admission().admit_request() {
+        // Over the instance's request rate (data-plane.md §10): 429, empty.
+        dp.metrics().throttled.inc();
+        let response = empty(StatusCode::TOO_MANY_REQUESTS);
+        let labels = RequestLabels { version: ImdsVersion::V1, route: RouteClass::Other, status: 429 };
+        dp.metrics().requests.get_or_create(&labels).inc();
+        return Outcome::Respond(response);
+    }
     if conn.via_ipv6 && !(endpoint_on && snap.options.http_protocol_ipv6.is_enabled()) {
         // The IPv6 endpoint of such an instance does not exist at all.
         return Outcome::Close("ipv6_disabled");

@@ -6,6 +6,7 @@
 //! request, with no lock on the request path. Adding or removing instances,
 //! or changing their addresses, rebuilds the routing table and swaps it.
 
+use crate::limits::{ConnectionCounter, ConnectionPermit, ConnectionRefusal, InstanceAdmission, Limits};
 use crate::metrics::DataPlaneMetrics;
 use crate::tree::{MetadataTree, RenderInputs};
 use crate::usage::{NoUsage, UsageSink};
@@ -53,12 +54,35 @@ impl InstanceSnapshot {
 #[derive(Debug)]
 pub struct InstanceSlot {
     snapshot: ArcSwap<InstanceSnapshot>,
+    /// Request rate and connection count; survives snapshot swaps.
+    admission: Arc<InstanceAdmission>,
 }
 
 impl InstanceSlot {
     /// The snapshot in force now.
     pub fn load(&self) -> arc_swap::Guard<Arc<InstanceSnapshot>> {
         self.snapshot.load()
+    }
+
+    /// The instance's admission state.
+    pub fn admission(&self) -> &Arc<InstanceAdmission> {
+        &self.admission
+    }
+}
+
+/// How a data plane is built besides its keys and clock.
+pub struct DataPlaneOptions {
+    /// Counters to update.
+    pub metrics: DataPlaneMetrics,
+    /// Sink of IMDSv1 use reports.
+    pub usage: Arc<dyn UsageSink>,
+    /// Admission limits.
+    pub limits: Limits,
+}
+
+impl Default for DataPlaneOptions {
+    fn default() -> Self {
+        Self { metrics: DataPlaneMetrics::default(), usage: Arc::new(NoUsage), limits: Limits::default() }
     }
 }
 
@@ -80,6 +104,8 @@ pub struct DataPlane {
     clock: Arc<dyn Clock>,
     metrics: DataPlaneMetrics,
     usage: Arc<dyn UsageSink>,
+    limits: Limits,
+    connections: Arc<ConnectionCounter>,
 }
 
 impl std::fmt::Debug for DataPlane {
@@ -90,25 +116,27 @@ impl std::fmt::Debug for DataPlane {
 
 impl DataPlane {
     /// A data plane serving no instance yet.
-    pub fn new(keys: KeyRing, clock: Arc<dyn Clock>, metrics: DataPlaneMetrics) -> Arc<Self> {
-        Self::with_usage(keys, clock, metrics, Arc::new(NoUsage))
-    }
-
-    /// A data plane that reports IMDSv1 use to `usage`.
-    pub fn with_usage(
-        keys: KeyRing,
-        clock: Arc<dyn Clock>,
-        metrics: DataPlaneMetrics,
-        usage: Arc<dyn UsageSink>,
-    ) -> Arc<Self> {
+    pub fn new(keys: KeyRing, clock: Arc<dyn Clock>, options: DataPlaneOptions) -> Arc<Self> {
         Arc::new(Self {
             routes: ArcSwap::from_pointee(SourceTable::new()),
             slots: Mutex::new(HashMap::new()),
             keys: ArcSwap::from_pointee(keys),
             clock,
-            metrics,
-            usage,
+            metrics: options.metrics,
+            usage: options.usage,
+            limits: options.limits,
+            connections: Arc::new(ConnectionCounter::default()),
         })
+    }
+
+    /// Admits a new connection from the instance of `slot`, or says why not.
+    pub fn admit_connection(&self, slot: &InstanceSlot) -> Result<ConnectionPermit, ConnectionRefusal> {
+        self.connections.admit(&slot.admission, &self.limits)
+    }
+
+    /// Open data-plane connections.
+    pub fn open_connections(&self) -> usize {
+        self.connections.total()
     }
 
     /// Where IMDSv1 use is reported.
@@ -133,7 +161,8 @@ impl DataPlane {
                     }
                     None => {
                         let id = snap.instance_id.clone();
-                        slots.insert(id, Arc::new(InstanceSlot { snapshot: ArcSwap::new(snap) }));
+                        let admission = Arc::new(InstanceAdmission::new(&self.limits));
+                        slots.insert(id, Arc::new(InstanceSlot { snapshot: ArcSwap::new(snap), admission }));
                         reroute = true;
                     }
                 },

@@ -9,7 +9,7 @@ use imds_core::sample::sample_instance;
 use imds_core::{Enabled, HopLimit, HttpTokens, InstanceId, InstanceRecord, ManualClock, RoleCredentials};
 use imds_dataplane::service::{ConnInfo, Outcome, RequestHead, handle};
 use imds_dataplane::tree::RenderInputs;
-use imds_dataplane::{DataPlane, DataPlaneMetrics, InstanceSnapshot, SnapshotChange};
+use imds_dataplane::{DataPlane, DataPlaneOptions, InstanceSnapshot, Limits, SnapshotChange};
 use imds_net::HopLimitControl;
 use imds_token::KeyRing;
 use std::net::{IpAddr, Ipv4Addr};
@@ -53,11 +53,11 @@ fn snapshot(r: &InstanceRecord) -> Arc<InstanceSnapshot> {
 impl Fixture {
     fn new(records: &[InstanceRecord]) -> Self {
         let clock = ManualClock::new(T0);
-        let dp = DataPlane::new(
-            KeyRing::generate(T0).unwrap(),
-            Arc::new(clock.clone()),
-            DataPlaneMetrics::default(),
-        );
+        Self::with_options(records, clock, DataPlaneOptions::default())
+    }
+
+    fn with_options(records: &[InstanceRecord], clock: ManualClock, options: DataPlaneOptions) -> Self {
+        let dp = DataPlane::new(KeyRing::generate(T0).unwrap(), Arc::new(clock.clone()), options);
         dp.apply(records.iter().map(|r| SnapshotChange::Upsert(snapshot(r))).collect());
         Self { dp, clock }
     }
@@ -306,19 +306,10 @@ impl imds_dataplane::usage::UsageSink for Recorder {
 fn imdsv1_use_is_reported_with_source_agent_and_path() {
     let recorder = Arc::new(Recorder::default());
     let clock = ManualClock::new(T0);
-    let dp = DataPlane::with_usage(
-        KeyRing::generate(T0).unwrap(),
-        Arc::new(clock),
-        DataPlaneMetrics::default(),
-        recorder.clone(),
-    );
     let mut required = record(ID_B, B);
     required.metadata_options.http_tokens = HttpTokens::Required;
-    dp.apply(vec![
-        SnapshotChange::Upsert(snapshot(&record(ID_A, A))),
-        SnapshotChange::Upsert(snapshot(&required)),
-    ]);
-    let f = Fixture { dp, clock: ManualClock::new(T0) };
+    let options = DataPlaneOptions { usage: recorder.clone(), ..DataPlaneOptions::default() };
+    let f = Fixture::with_options(&[record(ID_A, A), required], clock, options);
     f.call(A, Method::GET, "//latest/meta-data/instance-id", &[("user-agent", "legacy-agent/1.0")]);
     let tok = f.token(A, "60");
     f.call(A, Method::GET, "/latest/meta-data/instance-id", &[("x-aws-ec2-metadata-token", &tok)]);
@@ -331,4 +322,24 @@ fn imdsv1_use_is_reported_with_source_agent_and_path() {
         ],
         "IMDSv2 requests are not reported; the path is the normalised one"
     );
+}
+
+#[test]
+fn a_flooding_instance_gets_429_and_others_are_unaffected() {
+    let limits = Limits {
+        requests_per_second: std::num::NonZeroU32::new(1).unwrap(),
+        burst: std::num::NonZeroU32::new(10).unwrap(),
+        ..Limits::default()
+    };
+    let options = DataPlaneOptions { limits, ..DataPlaneOptions::default() };
+    let f = Fixture::with_options(&[record(ID_A, A), record(ID_B, B)], ManualClock::new(T0), options);
+    let statuses: Vec<u16> =
+        (0..100).map(|_| f.call(A, Method::GET, "/latest/meta-data/", &[]).status()).collect();
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    assert!((10..=11).contains(&ok), "the burst, then 429s: {ok} answered 200");
+    let throttled = f.call(A, Method::GET, "/latest/meta-data/", &[]);
+    assert_eq!((throttled.status(), throttled.body()), (429, String::new()));
+    // The other instance has its own bucket.
+    assert_eq!(f.call(B, Method::GET, "/latest/meta-data/instance-id", &[]).body(), ID_B);
+    assert!(f.dp.metrics().throttled.get() >= 89);
 }

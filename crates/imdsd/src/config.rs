@@ -17,6 +17,9 @@ pub struct Config {
     /// `[admin]`
     #[serde(default)]
     pub admin: AdminConfig,
+    /// `[limits]`
+    #[serde(default)]
+    pub limits: LimitsConfig,
     /// `[control]`
     #[serde(default)]
     pub control: ControlConfig,
@@ -34,6 +37,37 @@ pub struct DataPlaneConfig {
     pub listen: Option<Vec<SocketAddr>>,
     /// Seconds a client may take to send a request head.
     pub header_read_timeout_secs: Option<u64>,
+}
+
+/// `[limits]`: how much one instance, and all together, may ask of the
+/// data plane. Over the request rate an instance gets HTTP 429; over a
+/// connection cap its new connections are reset.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Sustained requests per second per instance (default 500).
+    pub requests_per_second: Option<std::num::NonZeroU32>,
+    /// Burst above the sustained rate (default 1000).
+    pub burst: Option<std::num::NonZeroU32>,
+    /// Simultaneous connections per instance (default 64).
+    pub max_connections_per_instance: Option<usize>,
+    /// Simultaneous connections in all (default 16384); above half of it,
+    /// each instance is held to its fair share.
+    pub max_connections: Option<usize>,
+}
+
+impl LimitsConfig {
+    /// `defaults` with every value this section sets.
+    pub fn apply(&self, defaults: imds_dataplane::Limits) -> imds_dataplane::Limits {
+        imds_dataplane::Limits {
+            requests_per_second: self.requests_per_second.unwrap_or(defaults.requests_per_second),
+            burst: self.burst.unwrap_or(defaults.burst),
+            max_connections_per_instance: self
+                .max_connections_per_instance
+                .unwrap_or(defaults.max_connections_per_instance),
+            max_connections: self.max_connections.unwrap_or(defaults.max_connections),
+        }
+    }
 }
 
 /// `[admin]`: health and metrics.
@@ -156,6 +190,9 @@ impl Config {
                     "control.credentials[{i}]: access_key_id and secret_access_key must not be empty"
                 )));
             }
+        }
+        if config.limits.max_connections_per_instance == Some(0) || config.limits.max_connections == Some(0) {
+            return Err(invalid("limits: connection caps must be at least 1"));
         }
         if config.data_plane.header_read_timeout_secs == Some(0) {
             return Err(invalid("data_plane.header_read_timeout_secs must be at least 1"));

@@ -12,7 +12,7 @@ use imds_control::{ControlConfig, ControlPlane, StaticCredential};
 use imds_core::{Clock, SystemClock};
 use imds_credentials::{CredentialsConfig, MintedIndex};
 use imds_dataplane::server::{ConnLimits, serve as serve_data};
-use imds_dataplane::{DataPlane, DataPlaneMetrics};
+use imds_dataplane::{DataPlane, DataPlaneMetrics, DataPlaneOptions, Limits};
 use imds_net::bind_listener;
 use imds_policy::Policy;
 use imds_store::RedbStore;
@@ -48,7 +48,8 @@ struct Settings {
     control_listen: SocketAddr,
     control: ControlConfig,
     role_policies: HashMap<String, Policy>,
-    limits: ConnLimits,
+    limits: Limits,
+    conn_limits: ConnLimits,
     credentials: CredentialsConfig,
 }
 
@@ -66,10 +67,11 @@ fn settings(args: &ServeArgs) -> anyhow::Result<Settings> {
             _ => vec![parse(DEFAULT_DATA_LISTEN)?],
         }
     };
-    let mut limits = ConnLimits::default();
+    let mut conn_limits = ConnLimits::default();
     if let Some(secs) = config.data_plane.header_read_timeout_secs {
-        limits.header_read_timeout = Duration::from_secs(secs);
+        conn_limits.header_read_timeout = Duration::from_secs(secs);
     }
+    let limits = config.limits.apply(Limits::default());
     let credentials = config.credentials;
     let mut control = ControlConfig::default();
     if let Some(region) = config.control.region {
@@ -115,6 +117,7 @@ fn settings(args: &ServeArgs) -> anyhow::Result<Settings> {
             None => parse(DEFAULT_ADMIN_LISTEN)?,
         },
         limits,
+        conn_limits,
         credentials,
     })
 }
@@ -179,7 +182,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = DataPlaneMetrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
-    let dp = DataPlane::new(keys, Arc::clone(&clock), metrics);
+    let dp = DataPlane::new(
+        keys,
+        Arc::clone(&clock),
+        DataPlaneOptions { metrics, limits: settings.limits, ..DataPlaneOptions::default() },
+    );
 
     // Bind everything before serving, so a busy port fails the start.
     let data_listeners =
@@ -207,7 +214,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     for listener in data_listeners {
         let addr = listener.local_addr()?;
-        tasks.spawn(serve_data(Arc::clone(&dp), listener, settings.limits, stop_rx.clone()));
+        tasks.spawn(serve_data(Arc::clone(&dp), listener, settings.conn_limits, stop_rx.clone()));
         println!("listening data http://{addr}");
     }
     let control_addr = control_listener.local_addr()?;
