@@ -7,8 +7,11 @@
 //! plane's `pending` becomes `applied`. A lost or compacted watch is answered
 //! by listing again. It owns no API parsing and no HTTP.
 
+pub mod token_keys;
+
 use imds_core::events::InstanceEvent;
 use imds_core::{Clock, InstanceId, InstanceRecord};
+
 use imds_credentials::{CredentialManager, CredentialsConfig, InstanceCredentials};
 use imds_dataplane::tree::RenderInputs;
 use imds_dataplane::{DataPlane, InstanceSnapshot, SnapshotChange};
@@ -38,6 +41,9 @@ pub struct AgentConfig {
     pub placement: Placement,
     /// Role credential providers (minted by default).
     pub credentials: CredentialsConfig,
+    /// A new token key is made when the current one is this old; tokens
+    /// sealed with older keys stay valid until they expire.
+    pub token_key_rotation: Duration,
 }
 
 /// The agent failed in a way it cannot retry.
@@ -46,6 +52,9 @@ pub enum AgentError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The token key ring could not be loaded or rotated.
+    #[error(transparent)]
+    TokenKeys(#[from] token_keys::TokenKeyError),
     /// Identity signing keys could not be created or read.
     #[error("identity signing keys: {0}")]
     Identity(String),
@@ -111,6 +120,10 @@ impl Agent {
         self.signers.clear();
         let regions: Vec<String> = records.iter().map(|(r, _)| r.placement.region.clone()).collect();
         self.ensure_signers(regions).await?;
+        let ring =
+            token_keys::load_or_create(self.store.as_ref(), &self.cfg.host_id, self.clock.now_millis())
+                .await?;
+        self.dp.set_keys(ring);
         let mut seen = std::collections::HashSet::new();
         let mut changes = Vec::new();
         let mut acks = Vec::new();
@@ -132,6 +145,8 @@ impl Agent {
     /// Runs until `shutdown` turns true: sync (unless [`Agent::sync`] was
     /// just called), then follow changes to instances and events.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), AgentError> {
+        let mut rotation = tokio::time::interval(self.cfg.token_key_rotation.min(Duration::from_secs(60)));
+        rotation.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         'relist: loop {
             let synced = match self.synced_at.take() {
                 Some(r) => Ok(r),
@@ -156,9 +171,13 @@ impl Agent {
                     .store
                     .watch(records::IDENTITY_KEYS_PREFIX, revision.max(events_revision) + 1)
                     .await?;
-                Ok::<_, StoreError>((instances, events, signers))
+                let tokens = self
+                    .store
+                    .watch(&records::token_keys_key(&self.cfg.host_id), revision.max(events_revision) + 1)
+                    .await?;
+                Ok::<_, StoreError>((instances, events, signers, tokens))
             };
-            let (mut instances_rx, mut events_rx, mut signers_rx) = match watches.await {
+            let (mut instances_rx, mut events_rx, mut signers_rx, mut tokens_rx) = match watches.await {
                 Ok(w) => w,
                 Err(e) => {
                     tracing::warn!(error = %e, "watch failed; relisting");
@@ -195,6 +214,11 @@ impl Agent {
                         Some(WatchMessage::Events { events, .. }) => self.on_signer_changes(events).await?,
                         Some(WatchMessage::Compacted { .. }) | None => continue 'relist,
                     },
+                    msg = tokens_rx.recv() => match msg {
+                        Some(WatchMessage::Events { events, .. }) => self.on_token_key_changes(events),
+                        Some(WatchMessage::Compacted { .. }) | None => continue 'relist,
+                    },
+                    _ = rotation.tick() => self.rotate_token_keys_if_due().await?,
                     _ = sleep_until_unix(wake, self.clock.as_ref()) => self.rerender_due_events(),
                     Some(id) = self.credential_changes.recv() => {
                         let mut ids = std::collections::BTreeSet::new();
@@ -239,6 +263,38 @@ impl Agent {
             .collect();
         self.rerender(ids);
         tracing::info!(?regions, "identity signing keys reloaded");
+        Ok(())
+    }
+
+    /// The host's token key ring changed in the store (rotation here, by
+    /// command, or by another process of the same host): serve it.
+    fn on_token_key_changes(&mut self, changes: Vec<WatchEvent>) {
+        let key = records::token_keys_key(&self.cfg.host_id);
+        for change in changes {
+            // The watch is on a prefix: `h-1` must not pick up `h-10`'s keys.
+            if let WatchEvent::Put(kv) = change
+                && kv.key == key
+            {
+                match token_keys::decode(&kv.value) {
+                    Ok(ring) => {
+                        tracing::info!(key_id = ring.current_key_id(), "token keys loaded");
+                        self.dp.set_keys(ring);
+                    }
+                    Err(e) => tracing::error!(error = %e, "ignoring an unreadable token key ring"),
+                }
+            }
+        }
+    }
+
+    /// Makes a new token key when the current one is older than the period.
+    async fn rotate_token_keys_if_due(&mut self) -> Result<(), AgentError> {
+        let now = self.clock.now_millis();
+        let period = u64::try_from(self.cfg.token_key_rotation.as_millis()).unwrap_or(u64::MAX);
+        let due = |ring: &imds_token::KeyRing| now.saturating_sub(ring.current_created_millis()) >= period;
+        if due(&self.dp.keys()) {
+            // The watch delivers the written ring to every process of this host.
+            token_keys::rotate_if(self.store.as_ref(), &self.cfg.host_id, now, due).await?;
+        }
         Ok(())
     }
 

@@ -130,6 +130,12 @@ impl KeyRing {
         Ok(())
     }
 
+    /// When the key that seals new tokens was created (Unix milliseconds):
+    /// scheduled rotation compares it with the rotation period.
+    pub fn current_created_millis(&self) -> u64 {
+        self.current.created_millis()
+    }
+
     /// The id of the key that seals new tokens.
     pub fn current_key_id(&self) -> u32 {
         self.current.id()

@@ -45,6 +45,7 @@ pub fn router(state: Arc<AdminState>, api: Arc<ApiState>) -> Router {
     let v1 = Router::new()
         .route("/v1/identity/certificate", get(admin_api::identity_certificate))
         .route("/v1/identity/rotate", post(admin_api::identity_rotate))
+        .route("/v1/tokens/rotate", post(admin_api::tokens_rotate))
         .route("/v1/events", get(admin_api::list_events).post(admin_api::schedule_event))
         .route("/v1/events/{event_id}", delete(admin_api::cancel_event))
         .with_state(api);

@@ -21,6 +21,8 @@ pub struct ApiState {
     pub clock: Arc<dyn Clock>,
     /// Region used when a request names none.
     pub default_region: String,
+    /// The host whose token keys `tokens rotate` replaces.
+    pub host_id: String,
 }
 
 /// An API failure: status and message.
@@ -224,4 +226,14 @@ pub async fn cancel_event(
     }
     tracing::info!(instance_id = %event.instance_id, %event_id, "event canceled");
     Ok(Json(event))
+}
+
+/// `POST /v1/tokens/rotate`: a new token sealing key for this host now.
+/// Tokens sealed with the previous keys stay valid until they expire.
+pub async fn tokens_rotate(State(state): State<Arc<ApiState>>) -> Result<String, ApiError> {
+    let now = state.clock.now_millis();
+    let (ring, _) = imds_agent::token_keys::rotate_if(state.store.as_ref(), &state.host_id, now, |_| true)
+        .await
+        .map_err(internal)?;
+    Ok(format!("token key {} now seals new tokens\n", ring.current_key_id()))
 }

@@ -45,6 +45,31 @@ pub enum IdentityCommand {
     },
 }
 
+/// `imdsd tokens`
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Make a new key for sealing IMDSv2 session tokens now (it also happens
+    /// daily, see [tokens] rotate_every_secs). Tokens sealed before stay
+    /// valid until they expire.
+    Rotate {
+        #[command(flatten)]
+        admin: AdminUrl,
+    },
+}
+
+/// Runs `imdsd tokens …`.
+pub async fn tokens(cmd: TokensCommand) -> anyhow::Result<()> {
+    match cmd {
+        TokensCommand::Rotate { admin } => {
+            print!(
+                "{}",
+                client::call(Method::POST, &format!("{}/v1/tokens/rotate", admin.admin_url), None).await?
+            );
+        }
+    }
+    Ok(())
+}
+
 /// `imdsd events`
 #[derive(Debug, Subcommand)]
 pub enum EventsCommand {

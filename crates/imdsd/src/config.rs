@@ -20,6 +20,9 @@ pub struct Config {
     /// `[limits]`
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// `[tokens]`
+    #[serde(default)]
+    pub tokens: TokensConfig,
     /// `[control]`
     #[serde(default)]
     pub control: ControlConfig,
@@ -68,6 +71,15 @@ impl LimitsConfig {
             max_connections: self.max_connections.unwrap_or(defaults.max_connections),
         }
     }
+}
+
+/// `[tokens]`: IMDSv2 session token keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokensConfig {
+    /// Make a new sealing key when the current one is this old (default
+    /// 86400 = a day); older keys keep opening their tokens until they expire.
+    pub rotate_every_secs: Option<u64>,
 }
 
 /// `[admin]`: health and metrics.
@@ -193,6 +205,9 @@ impl Config {
         }
         if config.limits.max_connections_per_instance == Some(0) || config.limits.max_connections == Some(0) {
             return Err(invalid("limits: connection caps must be at least 1"));
+        }
+        if config.tokens.rotate_every_secs.is_some_and(|s| s < 60) {
+            return Err(invalid("tokens.rotate_every_secs must be at least 60"));
         }
         if config.data_plane.header_read_timeout_secs == Some(0) {
             return Err(invalid("data_plane.header_read_timeout_secs must be at least 1"));

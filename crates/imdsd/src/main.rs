@@ -83,6 +83,10 @@ enum Command {
     /// imdsd through its admin endpoint).
     #[command(subcommand)]
     Events(commands::EventsCommand),
+
+    /// IMDSv2 session token keys of a running imdsd (rotate now).
+    #[command(subcommand)]
+    Tokens(commands::TokensCommand),
 }
 
 /// Options of `imdsd serve`.
@@ -140,6 +144,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => runtime.block_on(serve::run(args)),
         Command::Identity(cmd) => runtime.block_on(commands::identity(cmd)),
         Command::Events(cmd) => runtime.block_on(commands::events(cmd)),
+        Command::Tokens(cmd) => runtime.block_on(commands::tokens(cmd)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

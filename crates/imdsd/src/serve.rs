@@ -17,7 +17,6 @@ use imds_net::bind_listener;
 use imds_policy::Policy;
 use imds_store::RedbStore;
 use imds_store::Store;
-use imds_token::KeyRing;
 use prometheus_client::registry::Registry;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -39,6 +38,9 @@ const DEFAULT_DATA_DIR: &str = "imdsd-data";
 const STORE_FILE: &str = "imdsd.redb";
 
 const DEFAULT_CONTROL_LISTEN: &str = "127.0.0.1:8773";
+/// Token keys live a day as the sealing key, then six more hours (the
+/// longest token TTL) as a previous key.
+const DEFAULT_TOKEN_KEY_ROTATION_SECS: u64 = 86_400;
 
 /// Settings after merging flags over the config file over defaults.
 struct Settings {
@@ -50,6 +52,7 @@ struct Settings {
     role_policies: HashMap<String, Policy>,
     limits: Limits,
     conn_limits: ConnLimits,
+    token_key_rotation: Duration,
     credentials: CredentialsConfig,
 }
 
@@ -118,6 +121,9 @@ fn settings(args: &ServeArgs) -> anyhow::Result<Settings> {
         },
         limits,
         conn_limits,
+        token_key_rotation: Duration::from_secs(
+            config.tokens.rotate_every_secs.unwrap_or(DEFAULT_TOKEN_KEY_ROTATION_SECS),
+        ),
         credentials,
     })
 }
@@ -130,21 +136,6 @@ fn load_policy(path: &std::path::Path) -> anyhow::Result<Policy> {
 
 /// What the demo role may do on the control API: read.
 const DEMO_ROLE_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["ec2:Describe*","ec2:GetInstanceMetadataDefaults"],"Resource":"*"}]}"#;
-
-/// Loads this host's token key ring, creating it on first start. The ring
-/// is persisted so tokens survive a restart of the same data directory.
-async fn token_keys(store: &dyn Store, clock: &dyn Clock) -> anyhow::Result<KeyRing> {
-    let fresh = KeyRing::generate(clock.now_millis()).context("cannot generate a token key")?;
-    let bytes = serde_json::to_vec(&fresh)?;
-    let stored = imds_store::records::put_secret_if_absent(
-        store,
-        &imds_store::records::token_keys_key(LOCAL_HOST_ID),
-        bytes,
-    )
-    .await
-    .context("cannot store the token keys")?;
-    serde_json::from_slice(&stored).context("the stored token key ring is unreadable")
-}
 
 /// Runs until SIGTERM or Ctrl-C.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -178,7 +169,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
 
-    let keys = token_keys(store.as_ref(), clock.as_ref()).await?;
+    let keys =
+        imds_agent::token_keys::load_or_create(store.as_ref(), LOCAL_HOST_ID, clock.now_millis()).await?;
     let metrics = DataPlaneMetrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
@@ -205,6 +197,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             host_id: LOCAL_HOST_ID.to_owned(),
             placement: Placement::All,
             credentials: settings.credentials.clone(),
+            token_key_rotation: settings.token_key_rotation,
         },
     );
     agent.sync().await.context("initial sync with the store failed")?;
@@ -242,6 +235,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         store: Arc::clone(&store),
         clock: Arc::clone(&clock),
         default_region: DEFAULT_REGION.to_owned(),
+        host_id: LOCAL_HOST_ID.to_owned(),
     });
     tasks.spawn(serve_router(
         admin::router(Arc::clone(&admin_state), api_state),

@@ -57,3 +57,45 @@ fn a_bad_config_file_is_refused_with_a_clear_message() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown field `listen_on`") && err.contains("bad.toml"), "{err}");
 }
+
+#[test]
+fn token_key_rotation_keeps_issued_tokens_valid_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = ImdsdBuilder::new(BIN).demo().data_dir(dir.path()).start().unwrap();
+    let old = token(first.data_v4(), 600).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["tokens", "rotate", "--admin-url", &format!("http://{}", first.admin)])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("token key 2 now seals new tokens"));
+    // The new key is served within moments; the old token keeps working.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let new = loop {
+        let t = token(first.data_v4(), 600).unwrap();
+        // The key id travels in the token (bytes 1..5, after the version byte).
+        if key_id(&t) != key_id(&old) {
+            break t;
+        }
+        assert!(std::time::Instant::now() < deadline, "the rotated key was never used");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!((key_id(&old), key_id(&new)), (1, 2));
+    drop(first);
+    let second = ImdsdBuilder::new(BIN).data_dir(dir.path()).start().unwrap();
+    for t in [&old, &new] {
+        let r = get(
+            second.data_v4(),
+            "/latest/meta-data/instance-id",
+            &[&format!("X-aws-ec2-metadata-token: {t}")],
+        )
+        .unwrap();
+        assert_eq!(r.status, 200, "tokens of both keys survive a restart");
+    }
+}
+
+fn key_id(token: &str) -> u32 {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).unwrap();
+    u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]])
+}
