@@ -194,6 +194,15 @@ impl DataPlane {
         slots.get(id).map(|s| s.load_full())
     }
 
+    /// Ids of the instances served now.
+    pub fn instance_ids(&self) -> Vec<InstanceId> {
+        let slots = match self.slots.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        slots.keys().cloned().collect()
+    }
+
     /// Replaces the token key ring (rotation).
     pub fn set_keys(&self, keys: KeyRing) {
         self.keys.store(Arc::new(keys));

@@ -321,7 +321,7 @@ impl CallerGroup {
 }
 
 /// IMDSv1 use of one instance.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceReport {
     /// The instance.
     pub instance_id: InstanceId,

@@ -46,6 +46,7 @@ pub fn router(state: Arc<AdminState>, api: Arc<ApiState>) -> Router {
         .route("/v1/identity/certificate", get(admin_api::identity_certificate))
         .route("/v1/identity/rotate", post(admin_api::identity_rotate))
         .route("/v1/tokens/rotate", post(admin_api::tokens_rotate))
+        .route("/v1/reports/v1-callers", get(admin_api::v1_callers))
         .route("/v1/events", get(admin_api::list_events).post(admin_api::schedule_event))
         .route("/v1/events/{event_id}", delete(admin_api::cancel_event))
         .with_state(api);

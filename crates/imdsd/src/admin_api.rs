@@ -237,3 +237,49 @@ pub async fn tokens_rotate(State(state): State<Arc<ApiState>>) -> Result<String,
         .map_err(internal)?;
     Ok(format!("token key {} now seals new tokens\n", ring.current_key_id()))
 }
+
+/// `?instance_id=&since=` (Unix seconds).
+#[derive(Deserialize)]
+pub struct ReportQuery {
+    instance_id: Option<String>,
+    since: Option<u64>,
+}
+
+/// The IMDSv1 caller report.
+#[derive(Serialize, Deserialize)]
+pub struct V1CallersReport {
+    /// Start of the window, Unix seconds.
+    pub since: u64,
+    /// Instances that made token-less requests in the window, with who made them.
+    pub instances: Vec<imds_usage::InstanceReport>,
+    /// Running or stopped instances that made none: safe to switch to
+    /// `http-tokens required`.
+    pub no_imdsv1_calls: Vec<String>,
+}
+
+/// `GET /v1/reports/v1-callers[?instance_id=][&since=]`: who still calls
+/// IMDSv1, by source address, User-Agent and path (default window: 7 days).
+pub async fn v1_callers(
+    State(state): State<Arc<ApiState>>,
+    Query(q): Query<ReportQuery>,
+) -> Result<Json<V1CallersReport>, ApiError> {
+    let since = q.since.unwrap_or_else(|| state.clock.now_secs().saturating_sub(7 * 86_400));
+    let filter = match &q.instance_id {
+        Some(id) => Some(InstanceId::parse(id).map_err(|e| bad_request(e.to_string()))?),
+        None => None,
+    };
+    let reports =
+        imds_usage::v1_callers(state.store.as_ref(), filter.as_ref(), since).await.map_err(internal)?;
+    let instances: Vec<imds_usage::InstanceReport> =
+        reports.into_iter().filter(|r| r.no_token_requests > 0).collect();
+    let (all, _) = records::list_instances(state.store.as_ref()).await.map_err(internal)?;
+    let no_imdsv1_calls = all
+        .into_iter()
+        .map(|(r, _)| r)
+        .filter(|r| r.state != imds_core::InstanceState::Terminated)
+        .filter(|r| filter.as_ref().is_none_or(|f| *f == r.instance_id))
+        .filter(|r| !instances.iter().any(|i| i.instance_id == r.instance_id))
+        .map(|r| r.instance_id.to_string())
+        .collect();
+    Ok(Json(V1CallersReport { since, instances, no_imdsv1_calls }))
+}

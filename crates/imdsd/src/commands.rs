@@ -45,6 +45,77 @@ pub enum IdentityCommand {
     },
 }
 
+/// `imdsd report`
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Who still calls IMDSv1: token-less requests per instance, grouped by
+    /// source address, User-Agent and path, with counts and first/last seen;
+    /// then the instances that made no IMDSv1 call in the window, the ones
+    /// safe to switch to `aws ec2 modify-instance-metadata-options
+    /// --http-tokens required`.
+    V1Callers {
+        /// Only this instance.
+        #[arg(long = "instance", value_name = "INSTANCE_ID")]
+        instance: Option<String>,
+        /// How far back to look (e.g. 1h, 7d).
+        #[arg(long, value_parser = parse_duration_secs, default_value = "7d")]
+        since: u64,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminUrl,
+    },
+}
+
+/// Runs `imdsd report …`.
+pub async fn report(cmd: ReportCommand) -> anyhow::Result<()> {
+    let ReportCommand::V1Callers { instance, since, json, admin } = cmd;
+    let mut url =
+        format!("{}/v1/reports/v1-callers?since={}", admin.admin_url, now_secs().saturating_sub(since));
+    if let Some(id) = instance {
+        url.push_str(&format!("&instance_id={id}"));
+    }
+    let text = client::call(Method::GET, &url, None).await?;
+    if json {
+        println!("{text}");
+        return Ok(());
+    }
+    let report: Value = serde_json::from_str(&text)?;
+    let empty = Vec::new();
+    for inst in report["instances"].as_array().unwrap_or(&empty) {
+        println!(
+            "{}  {} IMDSv1 requests, {} refused",
+            inst["instance_id"].as_str().unwrap_or(""),
+            inst["no_token_requests"],
+            inst["rejected_requests"]
+        );
+        println!(
+            "  {:<40} {:<32} {:<40} {:>8}  {:<20} LAST SEEN",
+            "SOURCE", "USER-AGENT", "PATH", "COUNT", "FIRST SEEN"
+        );
+        for c in inst["callers"].as_array().unwrap_or(&empty) {
+            let when = |v: &Value| imds_core::timefmt::iso8601_secs(v.as_u64().unwrap_or(0));
+            println!(
+                "  {:<40} {:<32} {:<40} {:>8}  {:<20} {}",
+                c["source"].as_str().unwrap_or(""),
+                c["user_agent"].as_str().unwrap_or(""),
+                format!("/{}", c["path"].as_str().unwrap_or("")),
+                c["count"],
+                when(&c["first_seen"]),
+                when(&c["last_seen"])
+            );
+        }
+    }
+    let safe: Vec<&str> =
+        report["no_imdsv1_calls"].as_array().unwrap_or(&empty).iter().filter_map(Value::as_str).collect();
+    println!(
+        "\nNo IMDSv1 calls in the window (safe for --http-tokens required): {}",
+        if safe.is_empty() { "none".to_owned() } else { safe.join(" ") }
+    );
+    Ok(())
+}
+
 /// `imdsd tokens`
 #[derive(Debug, Subcommand)]
 pub enum TokensCommand {

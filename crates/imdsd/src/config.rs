@@ -277,6 +277,21 @@ secret_access_key = "bridge-secret"
         assert!(err.contains("unknown field `dataplane`"), "{err}");
     }
 
+    proptest::proptest! {
+        /// Whatever the file holds, parsing answers Ok or a clear error, never a panic.
+        #[test]
+        fn parse_never_panics(text in ".{0,400}") {
+            let _ = parse(&text);
+        }
+
+        /// Values of the right type but any size are validated, not trusted.
+        #[test]
+        fn numeric_settings_never_panic(rps in proptest::num::u64::ANY, conns in proptest::num::u64::ANY, rot in proptest::num::u64::ANY) {
+            let text = format!("[limits]\nrequests_per_second = {rps}\nmax_connections = {conns}\n[tokens]\nrotate_every_secs = {rot}\n");
+            let _ = parse(&text);
+        }
+    }
+
     #[test]
     fn bad_values_are_rejected() {
         assert!(parse("[data_plane]\nlisten = [\"nowhere\"]\n").is_err());

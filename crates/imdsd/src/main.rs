@@ -84,6 +84,10 @@ enum Command {
     #[command(subcommand)]
     Events(commands::EventsCommand),
 
+    /// Reports of a running imdsd: who still calls IMDSv1.
+    #[command(subcommand)]
+    Report(commands::ReportCommand),
+
     /// IMDSv2 session token keys of a running imdsd (rotate now).
     #[command(subcommand)]
     Tokens(commands::TokensCommand),
@@ -145,6 +149,7 @@ fn main() -> ExitCode {
         Command::Identity(cmd) => runtime.block_on(commands::identity(cmd)),
         Command::Events(cmd) => runtime.block_on(commands::events(cmd)),
         Command::Tokens(cmd) => runtime.block_on(commands::tokens(cmd)),
+        Command::Report(cmd) => runtime.block_on(commands::report(cmd)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

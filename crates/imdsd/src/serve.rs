@@ -17,6 +17,7 @@ use imds_net::bind_listener;
 use imds_policy::Policy;
 use imds_store::RedbStore;
 use imds_store::Store;
+use imds_usage::{UsageConfig, UsageRecorder};
 use prometheus_client::registry::Registry;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -174,11 +175,33 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = DataPlaneMetrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
+    // The data plane reports IMDSv1 use to the recorder, which needs to know
+    // which instances are served (to report quiet minutes as 0): a cycle
+    // broken by a late-bound handle.
+    let served: Arc<std::sync::OnceLock<std::sync::Weak<DataPlane>>> = Arc::default();
+    let served_view = Arc::clone(&served);
+    let usage = UsageRecorder::with_served(
+        Arc::clone(&store),
+        Arc::clone(&clock),
+        UsageConfig::default(),
+        Arc::new(move || {
+            served_view
+                .get()
+                .and_then(std::sync::Weak::upgrade)
+                .map(|dp| dp.instance_ids())
+                .unwrap_or_default()
+        }),
+    );
     let dp = DataPlane::new(
         keys,
         Arc::clone(&clock),
-        DataPlaneOptions { metrics, limits: settings.limits, ..DataPlaneOptions::default() },
+        DataPlaneOptions {
+            metrics,
+            limits: settings.limits,
+            usage: Arc::clone(&usage) as Arc<dyn imds_dataplane::usage::UsageSink>,
+        },
     );
+    let _ = served.set(Arc::downgrade(&dp));
 
     // Bind everything before serving, so a busy port fails the start.
     let data_listeners =
@@ -244,6 +267,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     ));
     println!("listening admin http://{admin_addr}");
     let agent_task = tokio::spawn(agent.run(stop_rx.clone()));
+    let usage_task = tokio::spawn(Arc::clone(&usage).run(stop_rx.clone()));
     tracing::info!(data_dir = %settings.data_dir.display(), "imdsd is serving");
 
     wait_for_signal().await;
@@ -255,6 +279,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Err(e) => tracing::error!(error = %e, "agent task failed"),
         Ok(Ok(())) => {}
     }
+    // The recorder flushes what it counted before it returns.
+    let _ = usage_task.await;
     drop(store);
     tracing::info!("stopped");
     Ok(())
