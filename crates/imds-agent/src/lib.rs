@@ -7,6 +7,7 @@
 //! plane's `pending` becomes `applied`. A lost or compacted watch is answered
 //! by listing again. It owns no API parsing and no HTTP.
 
+pub mod metrics;
 pub mod token_keys;
 
 use imds_core::events::InstanceEvent;
@@ -44,6 +45,8 @@ pub struct AgentConfig {
     /// A new token key is made when the current one is this old; tokens
     /// sealed with older keys stay valid until they expire.
     pub token_key_rotation: Duration,
+    /// Where the agent reports.
+    pub metrics: metrics::AgentMetrics,
 }
 
 /// The agent failed in a way it cannot retry.
@@ -150,7 +153,10 @@ impl Agent {
         'relist: loop {
             let synced = match self.synced_at.take() {
                 Some(r) => Ok(r),
-                None => self.sync().await,
+                None => {
+                    self.cfg.metrics.relists.inc();
+                    self.sync().await
+                }
             };
             let (revision, events_revision) = match synced {
                 Ok(r) => r,
@@ -189,7 +195,15 @@ impl Agent {
                 let wake = self.next_event_change();
                 tokio::select! {
                     msg = instances_rx.recv() => match msg {
-                        Some(WatchMessage::Events { events, .. }) => self.on_instance_changes(events).await?,
+                        Some(WatchMessage::Events { revision, events }) => {
+                            let received = std::time::Instant::now();
+                            let count = events.len() as u64;
+                            self.on_instance_changes(events).await?;
+                            let m = &self.cfg.metrics;
+                            m.apply_seconds.observe(received.elapsed().as_secs_f64());
+                            m.applied_revision.set(i64::try_from(revision).unwrap_or(i64::MAX));
+                            m.instance_changes.inc_by(count);
+                        }
                         Some(WatchMessage::Compacted { compact_revision }) => {
                             tracing::info!(compact_revision, "instance watch compacted; relisting");
                             continue 'relist;

@@ -175,6 +175,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = DataPlaneMetrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
+    let agent_metrics = imds_agent::metrics::AgentMetrics::default();
+    agent_metrics.register(&mut registry);
     // The data plane reports IMDSv1 use to the recorder, which needs to know
     // which instances are served (to report quiet minutes as 0): a cycle
     // broken by a late-bound handle.
@@ -221,6 +223,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             placement: Placement::All,
             credentials: settings.credentials.clone(),
             token_key_rotation: settings.token_key_rotation,
+            metrics: agent_metrics,
         },
     );
     agent.sync().await.context("initial sync with the store failed")?;
