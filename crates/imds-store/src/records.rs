@@ -25,6 +25,8 @@ pub const STATUS_PREFIX: &str = "status/";
 pub const SECRETS_PREFIX: &str = "secrets/";
 /// Prefix of token key rings: `secrets/token-keys/<host-id>`.
 pub const TOKEN_KEYS_PREFIX: &str = "secrets/token-keys/";
+/// Prefix of live hosts: `hosts/<host-id>`, each under its agent's lease.
+pub const HOSTS_PREFIX: &str = "hosts/";
 /// Prefix of instance events: `events/<instance-id>/<event-id>`.
 pub const EVENTS_PREFIX: &str = "events/";
 /// Prefix of per-region identity signing keys: `secrets/identity-keys/<region>`.
@@ -60,6 +62,11 @@ pub fn status_key(id: &InstanceId) -> String {
 /// `secrets/token-keys/<host-id>`
 pub fn token_keys_key(host_id: &str) -> String {
     format!("{TOKEN_KEYS_PREFIX}{host_id}")
+}
+
+/// `hosts/<host-id>`
+pub fn host_key(host_id: &str) -> String {
+    format!("{HOSTS_PREFIX}{host_id}")
 }
 
 /// `events/<instance-id>/<event-id>`

@@ -1,6 +1,7 @@
 //! The admin endpoint: `/healthz` for supervisors and load balancers,
 //! `/metrics` for Prometheus, and the JSON API under `/v1/` that the `imdsd`
-//! subcommands use. It listens on loopback by default: whoever reaches it
+//! subcommands use, and the read-only web console at `/` (see
+//! [`crate::console`]). It listens on loopback by default: whoever reaches it
 //! may read metrics and manage events.
 
 use crate::admin_api::{self, ApiState};
@@ -40,7 +41,7 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
     }
 }
 
-/// The admin routes: health, metrics and the `/v1/` API.
+/// The admin routes: health, metrics, the `/v1/` API and the console.
 pub fn router(state: Arc<AdminState>, api: Arc<ApiState>) -> Router {
     let v1 = Router::new()
         .route("/v1/identity/certificate", get(admin_api::identity_certificate))
@@ -49,6 +50,13 @@ pub fn router(state: Arc<AdminState>, api: Arc<ApiState>) -> Router {
         .route("/v1/reports/v1-callers", get(admin_api::v1_callers))
         .route("/v1/events", get(admin_api::list_events).post(admin_api::schedule_event))
         .route("/v1/events/{event_id}", delete(admin_api::cancel_event))
+        .route("/v1/instances", get(admin_api::list_instances))
+        .route("/v1/metrics/metadata-no-token", get(admin_api::metadata_no_token))
         .with_state(api);
-    Router::new().route("/healthz", get(healthz)).route("/metrics", get(metrics)).with_state(state).merge(v1)
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+        .merge(v1)
+        .merge(crate::console::router())
 }

@@ -283,3 +283,137 @@ pub async fn v1_callers(
         .collect();
     Ok(Json(V1CallersReport { since, instances, no_imdsv1_calls }))
 }
+
+/// One instance as `GET /v1/instances` lists it (for the web console).
+#[derive(Serialize, Deserialize)]
+pub struct ListedInstance {
+    /// `i-…`
+    pub instance_id: String,
+    /// The `Name` tag, if any.
+    pub name: Option<String>,
+    /// Lifecycle state (`running`, `stopped`, …).
+    pub state: String,
+    /// Primary private IPv4 of device 0.
+    pub private_ipv4: Option<std::net::Ipv4Addr>,
+    /// First IPv6 of device 0.
+    pub ipv6: Option<std::net::Ipv6Addr>,
+    /// Public IPv4 of device 0.
+    pub public_ipv4: Option<std::net::Ipv4Addr>,
+    /// `m5.large`
+    pub instance_type: String,
+    /// `us-east-1a`
+    pub availability_zone: String,
+    /// Every tag, ordered by key.
+    pub tags: std::collections::BTreeMap<String, String>,
+    /// The five metadata options of the spec.
+    pub metadata_options: imds_core::MetadataOptions,
+    /// `applied` once the serving agent reported the spec's generation,
+    /// else `pending` (as `DescribeInstances` reports `MetadataOptions.State`).
+    pub options_state: String,
+    /// Spec generation.
+    pub generation: u64,
+    /// Generation the serving agent reported, if any.
+    pub observed_generation: Option<u64>,
+    /// The host whose agent serves the instance, if one reported.
+    pub served_by: Option<String>,
+}
+
+/// `GET /v1/instances`: every instance with its tags, addresses, metadata
+/// options and whether those are applied yet, in id order.
+pub async fn list_instances(
+    State(state): State<Arc<ApiState>>,
+) -> Result<Json<Vec<ListedInstance>>, ApiError> {
+    let (records, _) = records::list_instances(state.store.as_ref()).await.map_err(internal)?;
+    let (statuses, _) = records::list_statuses(state.store.as_ref()).await.map_err(internal)?;
+    let statuses: std::collections::HashMap<InstanceId, records::InstanceStatus> =
+        statuses.into_iter().collect();
+    let listed = records
+        .into_iter()
+        .map(|(r, _)| {
+            let status = statuses.get(&r.instance_id);
+            let applied = status.is_some_and(|s| s.observed_generation >= r.generation);
+            ListedInstance {
+                instance_id: r.instance_id.to_string(),
+                name: r.tags.get("Name").cloned(),
+                state: r.state.name().to_owned(),
+                private_ipv4: r.private_ipv4(),
+                ipv6: r.ipv6(),
+                public_ipv4: r.public_ipv4(),
+                instance_type: r.instance_type.clone(),
+                availability_zone: r.placement.availability_zone.clone(),
+                metadata_options: r.metadata_options,
+                options_state: if applied { "applied" } else { "pending" }.to_owned(),
+                generation: r.generation,
+                observed_generation: status.map(|s| s.observed_generation),
+                served_by: status.map(|s| s.host_id.clone()),
+                tags: r.tags,
+            }
+        })
+        .collect();
+    Ok(Json(listed))
+}
+
+/// `?instance_id=&start=&end=&period=` (Unix seconds; period in seconds).
+#[derive(Deserialize)]
+pub struct MetricQuery {
+    instance_id: Option<String>,
+    start: Option<u64>,
+    end: Option<u64>,
+    period: Option<u64>,
+}
+
+/// The `MetadataNoToken` datapoints of one instance.
+#[derive(Serialize)]
+pub struct MetricSeries {
+    /// The instance.
+    pub instance_id: String,
+    /// `MetadataNoToken`
+    pub metric: &'static str,
+    /// Start of the range, Unix seconds (as requested).
+    pub start: u64,
+    /// End of the range (exclusive), Unix seconds.
+    pub end: u64,
+    /// Seconds per datapoint.
+    pub period: u64,
+    /// One per period with an observed minute, in time order (CloudWatch
+    /// semantics: a period without one has no datapoint).
+    pub datapoints: Vec<imds_usage::Datapoint>,
+}
+
+/// `GET /v1/metrics/metadata-no-token?instance_id=&start=&end=&period=`:
+/// token-less requests of an instance per period (default: the last hour,
+/// per minute). 400 for a period that is not a multiple of 60, an empty
+/// range or more than 1,440 datapoints.
+pub async fn metadata_no_token(
+    State(state): State<Arc<ApiState>>,
+    Query(q): Query<MetricQuery>,
+) -> Result<Json<MetricSeries>, ApiError> {
+    let Some(id) = q.instance_id else {
+        return Err(bad_request("instance_id is required"));
+    };
+    let instance = InstanceId::parse(&id).map_err(|e| bad_request(e.to_string()))?;
+    let end = q.end.unwrap_or_else(|| state.clock.now_secs());
+    let start = q.start.unwrap_or_else(|| end.saturating_sub(3600));
+    let period = q.period.unwrap_or(60);
+    let datapoints = imds_usage::metric_statistics(
+        state.store.as_ref(),
+        &instance,
+        imds_usage::Metric::MetadataNoToken,
+        start,
+        end,
+        period,
+    )
+    .await
+    .map_err(|e| match e.aws_code() {
+        Some(_) => bad_request(e.to_string()),
+        None => internal(e),
+    })?;
+    Ok(Json(MetricSeries {
+        instance_id: instance.to_string(),
+        metric: imds_usage::Metric::MetadataNoToken.as_str(),
+        start,
+        end,
+        period,
+        datapoints,
+    }))
+}

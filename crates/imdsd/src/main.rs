@@ -10,6 +10,7 @@ mod callers;
 mod client;
 mod commands;
 mod config;
+mod console;
 mod demo;
 mod serve;
 
@@ -72,6 +73,24 @@ enum Command {
     /// store cleanly.
     Serve(ServeArgs),
 
+    /// Run the control plane of a fleet on etcd: the EC2 and Lightsail APIs
+    /// and the admin API, stateless (run several behind a load balancer).
+    ///
+    /// Desired state goes to etcd; the agent of the host that serves an
+    /// instance (its Placement.HostId) applies it and reports back, so
+    /// DescribeInstances shows "applied" only when that host really serves
+    /// the change.
+    ///
+    ///   imdsd control --store etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379 --config imdsd.toml
+    Control(FleetControlArgs),
+
+    /// Run the data plane of one hypervisor host of a fleet on etcd: serves
+    /// the instances placed on this host (Placement.HostId) at the link-local
+    /// addresses and marks the host alive with a lease.
+    ///
+    ///   imdsd agent --host-id h-0123456789abcdef0 --store etcd://10.0.0.1:2379 --data-listen 169.254.169.254:80
+    Agent(FleetAgentArgs),
+
     /// Signed instance identity: print the certificate that verifies the
     /// documents, or rotate a region's signing keys (talks to a running
     /// imdsd through its admin endpoint).
@@ -124,6 +143,44 @@ pub struct ServeArgs {
     pub demo: bool,
 }
 
+/// Options of `imdsd control`.
+#[derive(Debug, clap::Args)]
+pub struct FleetControlArgs {
+    /// The etcd cluster: etcd://HOST:PORT[,HOST:PORT…][/namespace/].
+    #[arg(long, value_name = "URL")]
+    pub store: String,
+    /// Address of the EC2/Lightsail control API. [default: 127.0.0.1:8773]
+    #[arg(long, value_name = "ADDR")]
+    pub control_listen: Option<SocketAddr>,
+    /// Address of the admin endpoint (/healthz, /metrics, /v1/…). [default: 127.0.0.1:9773]
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
+    /// TOML configuration file (same format as for `serve`).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// Options of `imdsd agent`.
+#[derive(Debug, clap::Args)]
+pub struct FleetAgentArgs {
+    /// This host's id, as given in RunInstances Placement.HostId (h-…).
+    #[arg(long, value_name = "ID")]
+    pub host_id: String,
+    /// The etcd cluster: etcd://HOST:PORT[,HOST:PORT…][/namespace/].
+    #[arg(long, value_name = "URL")]
+    pub store: String,
+    /// Address the metadata service listens on; repeat for several.
+    /// [default: 127.0.0.1:1338]
+    #[arg(long = "data-listen", value_name = "ADDR")]
+    pub data_listen: Vec<SocketAddr>,
+    /// Address of the admin endpoint (/healthz, /metrics). [default: 127.0.0.1:9773]
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
+    /// TOML configuration file (same format as for `serve`).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("IMDSD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -146,6 +203,28 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve(args) => runtime.block_on(serve::run(args)),
+        Command::Control(a) => runtime.block_on(serve::run_mode(
+            serve::Mode::Control { store_url: a.store },
+            ServeArgs {
+                data_listen: Vec::new(),
+                control_listen: a.control_listen,
+                admin_listen: a.admin_listen,
+                config: a.config,
+                data_dir: None,
+                demo: false,
+            },
+        )),
+        Command::Agent(a) => runtime.block_on(serve::run_mode(
+            serve::Mode::Agent { store_url: a.store, host_id: a.host_id },
+            ServeArgs {
+                data_listen: a.data_listen,
+                control_listen: None,
+                admin_listen: a.admin_listen,
+                config: a.config,
+                data_dir: None,
+                demo: false,
+            },
+        )),
         Command::Identity(cmd) => runtime.block_on(commands::identity(cmd)),
         Command::Events(cmd) => runtime.block_on(commands::events(cmd)),
         Command::Tokens(cmd) => runtime.block_on(commands::tokens(cmd)),

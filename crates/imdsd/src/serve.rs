@@ -1,4 +1,8 @@
-//! `imdsd serve`: store, agent, data plane and admin endpoint in one process.
+//! The long-running processes: `imdsd serve` (store, control plane, agent,
+//! data plane and admin endpoint in one process, on the embedded redb store),
+//! and the fleet split `imdsd control` (control plane on etcd) and `imdsd
+//! agent` (one host's data plane on etcd). One code path builds all three;
+//! the mode says which parts run.
 
 use crate::ServeArgs;
 use crate::admin::{self, AdminState};
@@ -17,6 +21,7 @@ use imds_net::bind_listener;
 use imds_policy::Policy;
 use imds_store::RedbStore;
 use imds_store::Store;
+use imds_store_etcd::{EtcdOptions, EtcdStore, HostLease};
 use imds_usage::{UsageConfig, UsageRecorder};
 use prometheus_client::registry::Registry;
 use std::collections::HashMap;
@@ -138,17 +143,81 @@ fn load_policy(path: &std::path::Path) -> anyhow::Result<Policy> {
 /// What the demo role may do on the control API: read.
 const DEMO_ROLE_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["ec2:Describe*","ec2:GetInstanceMetadataDefaults"],"Resource":"*"}]}"#;
 
-/// Runs until SIGTERM or Ctrl-C.
+/// Which parts a process runs.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// `imdsd serve`: everything, on the embedded store.
+    All,
+    /// `imdsd control --store etcd://…`: the control plane and admin API.
+    Control {
+        /// The etcd store URL.
+        store_url: String,
+    },
+    /// `imdsd agent --host-id … --store etcd://…`: one host's data plane.
+    Agent {
+        /// The etcd store URL.
+        store_url: String,
+        /// This host.
+        host_id: String,
+    },
+}
+
+impl Mode {
+    fn host_id(&self) -> &str {
+        match self {
+            Mode::Agent { host_id, .. } => host_id,
+            _ => LOCAL_HOST_ID,
+        }
+    }
+    fn runs_control(&self) -> bool {
+        !matches!(self, Mode::Agent { .. })
+    }
+    fn runs_data(&self) -> bool {
+        !matches!(self, Mode::Control { .. })
+    }
+}
+
+/// How long an agent's liveness lease lives without keep-alive.
+const HOST_LEASE_TTL_SECS: i64 = 10;
+
+/// Runs `imdsd serve` until SIGTERM or Ctrl-C.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    run_mode(Mode::All, args).await
+}
+
+/// Runs a process of `mode` until SIGTERM or Ctrl-C.
+pub async fn run_mode(mode: Mode, args: ServeArgs) -> anyhow::Result<()> {
     let settings = settings(&args)?;
-    std::fs::create_dir_all(&settings.data_dir)
-        .with_context(|| format!("cannot create data directory {}", settings.data_dir.display()))?;
-    let store_path = settings.data_dir.join(STORE_FILE);
-    let store: Arc<dyn Store> = Arc::new(
-        RedbStore::open(&store_path)
-            .with_context(|| format!("cannot open store {}", store_path.display()))?,
-    );
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let mut lease = None;
+    let store: Arc<dyn Store> = match &mode {
+        Mode::All => {
+            std::fs::create_dir_all(&settings.data_dir)
+                .with_context(|| format!("cannot create data directory {}", settings.data_dir.display()))?;
+            let store_path = settings.data_dir.join(STORE_FILE);
+            Arc::new(
+                RedbStore::open(&store_path)
+                    .with_context(|| format!("cannot open store {}", store_path.display()))?,
+            )
+        }
+        Mode::Control { store_url } | Mode::Agent { store_url, .. } => {
+            let etcd = EtcdStore::connect_url(store_url, EtcdOptions::default())
+                .await
+                .with_context(|| format!("cannot connect to the store {store_url}"))?;
+            if let Mode::Agent { host_id, .. } = &mode {
+                // The lease marks this host alive; its key vanishes when the
+                // agent stops renewing it.
+                let l =
+                    HostLease::grant(&etcd, HOST_LEASE_TTL_SECS).await.context("cannot get a host lease")?;
+                let marker = serde_json::json!({ "host_id": host_id, "started_at": clock.now_secs() });
+                l.put(&imds_store::records::host_key(host_id), marker.to_string())
+                    .await
+                    .context("cannot register this host")?;
+                lease = Some(l);
+            }
+            Arc::new(etcd)
+        }
+    };
 
     let mut settings = settings;
     let mut demo_hint = None;
@@ -170,8 +239,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
 
-    let keys =
-        imds_agent::token_keys::load_or_create(store.as_ref(), LOCAL_HOST_ID, clock.now_millis()).await?;
+    let host_id = mode.host_id().to_owned();
+    let keys = imds_agent::token_keys::load_or_create(store.as_ref(), &host_id, clock.now_millis()).await?;
     let metrics = DataPlaneMetrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
@@ -206,10 +275,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let _ = served.set(Arc::downgrade(&dp));
 
     // Bind everything before serving, so a busy port fails the start.
-    let data_listeners =
-        settings.data_listen.iter().map(|a| bind_listener(*a)).collect::<Result<Vec<_>, _>>()?;
+    let data_listeners = if mode.runs_data() {
+        settings.data_listen.iter().map(|a| bind_listener(*a)).collect::<Result<Vec<_>, _>>()?
+    } else {
+        Vec::new()
+    };
     let admin_listener = bind_listener(settings.admin_listen)?;
-    let control_listener = bind_listener(settings.control_listen)?;
+    let control_listener = mode.runs_control().then(|| bind_listener(settings.control_listen)).transpose()?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let admin_state = Arc::new(AdminState { registry, ready: AtomicBool::new(false) });
@@ -219,14 +291,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Arc::clone(&dp),
         Arc::clone(&clock),
         AgentConfig {
-            host_id: LOCAL_HOST_ID.to_owned(),
-            placement: Placement::All,
+            host_id: host_id.clone(),
+            placement: match &mode {
+                Mode::Agent { host_id, .. } => Placement::Host(host_id.clone()),
+                _ => Placement::All,
+            },
             credentials: settings.credentials.clone(),
             token_key_rotation: settings.token_key_rotation,
             metrics: agent_metrics,
         },
     );
-    agent.sync().await.context("initial sync with the store failed")?;
+    if mode.runs_data() {
+        agent.sync().await.context("initial sync with the store failed")?;
+    }
     // The data plane now serves what the store holds.
     admin_state.ready.store(true, Ordering::Release);
 
@@ -236,32 +313,34 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tasks.spawn(serve_data(Arc::clone(&dp), listener, settings.conn_limits, stop_rx.clone()));
         println!("listening data http://{addr}");
     }
-    let control_addr = control_listener.local_addr()?;
-    let control = ControlPlane::new(
-        Arc::clone(&store),
-        settings.control.clone(),
-        Arc::new(RoleCallers::new(
-            MintedIndex::spawn(Arc::clone(&store), Arc::clone(&clock)),
-            std::mem::take(&mut settings.role_policies),
-        )?),
-        Arc::clone(&clock),
-    );
-    tasks.spawn(serve_router(control.router(), control_listener, stop_rx.clone()));
-    println!("listening control http://{control_addr}");
-    if let Some(profile) = &demo_hint {
-        println!(
-            "try: AWS_SHARED_CREDENTIALS_FILE={} aws --profile {} --region {} --endpoint-url http://{control_addr} ec2 describe-instances",
-            profile.display(),
-            demo::DEMO_PROFILE,
-            settings.control.region,
+    if let Some(control_listener) = control_listener {
+        let control_addr = control_listener.local_addr()?;
+        let control = ControlPlane::new(
+            Arc::clone(&store),
+            settings.control.clone(),
+            Arc::new(RoleCallers::new(
+                MintedIndex::spawn(Arc::clone(&store), Arc::clone(&clock)),
+                std::mem::take(&mut settings.role_policies),
+            )?),
+            Arc::clone(&clock),
         );
+        tasks.spawn(serve_router(control.router(), control_listener, stop_rx.clone()));
+        println!("listening control http://{control_addr}");
+        if let Some(profile) = &demo_hint {
+            println!(
+                "try: AWS_SHARED_CREDENTIALS_FILE={} aws --profile {} --region {} --endpoint-url http://{control_addr} ec2 describe-instances",
+                profile.display(),
+                demo::DEMO_PROFILE,
+                settings.control.region,
+            );
+        }
     }
     let admin_addr = admin_listener.local_addr()?;
     let api_state = Arc::new(ApiState {
         store: Arc::clone(&store),
         clock: Arc::clone(&clock),
         default_region: DEFAULT_REGION.to_owned(),
-        host_id: LOCAL_HOST_ID.to_owned(),
+        host_id: host_id.clone(),
     });
     tasks.spawn(serve_router(
         admin::router(Arc::clone(&admin_state), api_state),
@@ -269,21 +348,28 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         stop_rx.clone(),
     ));
     println!("listening admin http://{admin_addr}");
-    let agent_task = tokio::spawn(agent.run(stop_rx.clone()));
+    let agent_task = mode.runs_data().then(|| tokio::spawn(agent.run(stop_rx.clone())));
     let usage_task = tokio::spawn(Arc::clone(&usage).run(stop_rx.clone()));
-    tracing::info!(data_dir = %settings.data_dir.display(), "imdsd is serving");
+    tracing::info!(mode = ?mode, "imdsd is serving");
 
     wait_for_signal().await;
     tracing::info!("shutting down: no new connections, finishing requests in flight");
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
-    match agent_task.await {
-        Ok(Err(e)) => tracing::error!(error = %e, "agent stopped with an error"),
-        Err(e) => tracing::error!(error = %e, "agent task failed"),
-        Ok(Ok(())) => {}
+    match agent_task {
+        Some(task) => match task.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "agent stopped with an error"),
+            Err(e) => tracing::error!(error = %e, "agent task failed"),
+            Ok(Ok(())) => {}
+        },
+        None => {}
     }
     // The recorder flushes what it counted before it returns.
     let _ = usage_task.await;
+    if let Some(lease) = lease {
+        // Leaving on purpose: the host is gone at once, not after the TTL.
+        let _ = lease.revoke().await;
+    }
     drop(store);
     tracing::info!("stopped");
     Ok(())
