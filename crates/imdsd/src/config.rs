@@ -293,6 +293,14 @@ secret_access_key = "bridge-secret"
     }
 
     #[test]
+    fn the_shipped_example_config_is_valid() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/imdsd.toml"));
+        let c = Config::load(path).unwrap();
+        assert_eq!(c.control.region.as_deref(), Some("us-east-1"));
+        assert_eq!(c.tokens.rotate_every_secs, Some(86_400));
+    }
+
+    #[test]
     fn bad_values_are_rejected() {
         assert!(parse("[data_plane]\nlisten = [\"nowhere\"]\n").is_err());
         assert!(parse("[credentials.default]\nprovider = \"minted\"\nlifetime_secs = 60\n").is_err());
