@@ -1,9 +1,12 @@
-//! A throw-away control plane for poking at with the AWS CLI:
+//! A throw-away control plane for poking at with the AWS CLI (EC2 and
+//! Lightsail):
 //!
 //! ```sh
 //! cargo run -p imds-control --example serve -- 127.0.0.1:8773
-//! AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY \
-//!   aws ec2 describe-instances --endpoint-url http://127.0.0.1:8773 --region us-east-1
+//! export AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY
+//! aws ec2 describe-instances --endpoint-url http://127.0.0.1:8773 --region us-east-1
+//! aws lightsail create-instances --instance-names web-1 --availability-zone us-east-1a \
+//!   --blueprint-id amazon_linux_2023 --bundle-id nano_3_0 --endpoint-url http://127.0.0.1:8773 --region us-east-1
 //! ```
 //!
 //! In-memory store, one policy-free access key, nothing persisted.
@@ -34,6 +37,6 @@ async fn main() {
         Arc::new(SystemClock),
     );
     let listener = tokio::net::TcpListener::bind(&addr).await.unwrap();
-    println!("EC2 control plane on http://{}", listener.local_addr().unwrap());
+    println!("EC2 and Lightsail control plane on http://{}", listener.local_addr().unwrap());
     axum::serve(listener, cp.router()).await.unwrap();
 }

@@ -283,6 +283,9 @@ impl From<OpError> for ApiError {
             OpError::ImageNameDuplicate { name, existing } => Self::image_name_duplicate(&name, &existing),
             OpError::KeyPairNotFound(name) => Self::key_pair_not_found(&name),
             OpError::KeyPairDuplicate(name) => Self::key_pair_duplicate(&name),
+            OpError::NameInUse(names) => {
+                Self::invalid_value(format!("Some names are already in use: {}", joined(&names)))
+            }
             OpError::IdempotentMismatch => Self::idempotent_mismatch(),
             OpError::HttpTokensEnforced => Self::invalid_value(
                 "The account requires HttpTokens to be 'required' (HttpTokensEnforced is enabled).",

@@ -1,5 +1,5 @@
-//! The control plane of `imdsd`: the EC2 Query API (and the entry point of
-//! the Lightsail JSON API) over the store, with SigV4 authentication and
+//! The control plane of `imdsd`: the EC2 Query API and the Lightsail JSON
+//! API over the store, with SigV4 authentication and
 //! IAM policy checks, so that unmodified AWS tools (`aws ec2 …
 //! --endpoint-url`, boto3, the SDKs) launch instances and change their
 //! metadata options.
@@ -15,7 +15,8 @@
 //!   compare-and-set, read with `pending`/`applied`), shared with Lightsail;
 //! * `ec2`: one module per action family, each validating its input;
 //! * [`server`]: the axum router, request ids and the audit log;
-//! * [`lightsail`]: the extension point for the Lightsail JSON protocol.
+//! * [`lightsail`]: the Lightsail JSON protocol (awsJson 1.1): instances
+//!   created, read, changed and deleted by name over the same [`ops`].
 //!
 //! It does not own the data plane, the agent that applies specs, or the
 //! store backends. The store layout it adds is documented in [`ops`].

@@ -1110,7 +1110,7 @@ async fn regions_zones_and_status_for_waiters() {
 }
 
 #[tokio::test]
-async fn json_protocol_requests_reach_the_lightsail_extension_point() {
+async fn json_protocol_requests_reach_the_lightsail_front_end() {
     let s = Server::start().await;
     let r = s.send(&s.sign(AKID, SECRET, "POST", "/", "{}", "lightsail", "us-east-1", false)).await;
     // Without X-Amz-Target this is an EC2 call, signed for the wrong service.
@@ -1118,13 +1118,13 @@ async fn json_protocol_requests_reach_the_lightsail_extension_point() {
     let mut raw = s.sign(AKID, SECRET, "POST", "/", "{}", "lightsail", "us-east-1", false);
     let text = String::from_utf8(raw.clone()).unwrap().replacen(
         "\r\n",
-        "\r\nx-amz-target: Lightsail_20161128.GetInstances\r\n",
+        "\r\nx-amz-target: Lightsail_20161128.GetBundles\r\n",
         1,
     );
     raw = text.into_bytes();
     let r = s.send(&raw).await;
     assert_eq!(r.status, 400);
-    assert!(r.body.contains("\"__type\":\"UnknownOperationException\""), "{}", r.body);
+    assert_eq!(r.body, r#"{"__type":"com.amazon.coral.service#UnknownOperationException"}"#);
 }
 
 #[tokio::test]

@@ -239,6 +239,29 @@ pub struct InstanceRecord {
     /// Detailed monitoring (`fws/instance-monitoring`).
     #[serde(default)]
     pub monitoring: bool,
+    /// Set for instances created through the Lightsail API (their name and
+    /// plan); `None` for EC2 launches. Absent from the JSON when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lightsail: Option<LightsailInfo>,
+}
+
+/// What the Lightsail API knows about an instance it created. The name is
+/// unique among the live Lightsail instances of a region (the control plane
+/// keeps an index); everything else is fixed at creation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LightsailInfo {
+    /// The instance name (`web-1`).
+    pub name: String,
+    /// The UUID at the end of the instance's Lightsail ARN.
+    pub resource_id: String,
+    /// The blueprint (`amazon_linux_2023`).
+    pub blueprint_id: String,
+    /// The bundle (`nano_3_0`).
+    pub bundle_id: String,
+    /// `dualstack`, `ipv4` or `ipv6`.
+    pub ip_address_type: String,
+    /// When it was created, Unix milliseconds (`createdAt`).
+    pub created_at_millis: u64,
 }
 
 impl InstanceRecord {

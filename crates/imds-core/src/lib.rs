@@ -19,7 +19,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use credentials::RoleCredentials;
 pub use ids::InstanceId;
 pub use instance::{
-    BlockDevice, IamInstanceProfile, InstanceRecord, InstanceState, NetworkInterface, Placement, PublicKey,
-    SecurityGroup,
+    BlockDevice, IamInstanceProfile, InstanceRecord, InstanceState, LightsailInfo, NetworkInterface,
+    Placement, PublicKey, SecurityGroup,
 };
 pub use options::{Enabled, HopLimit, HttpTokens, MetadataOptions};

@@ -93,6 +93,7 @@ pub fn sample_instance(id: InstanceId, ipv4: Ipv4Addr, ipv6: Option<Ipv6Addr>) -
         ],
         launch_time: 1_700_000_000,
         monitoring: false,
+        lightsail: None,
     }
 }
 

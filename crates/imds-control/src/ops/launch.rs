@@ -12,13 +12,13 @@
 
 use super::addresses::{self, Allocator, address_key, prefix_key};
 use super::settings::{AccountDefaults, ImageRecord};
-use super::{CAS_ATTEMPTS, OpError, Ops};
+use super::{CAS_ATTEMPTS, OpError, Ops, names};
 use crate::ids;
 use imds_core::instance::is_imds_tag_key;
 use imds_core::sample::sample_instance;
 use imds_core::{
     BlockDevice, Enabled, HopLimit, HttpTokens, IamInstanceProfile, InstanceId, InstanceRecord,
-    InstanceState, MetadataOptions, NetworkInterface, Placement, PublicKey, SecurityGroup,
+    InstanceState, LightsailInfo, MetadataOptions, NetworkInterface, Placement, PublicKey, SecurityGroup,
 };
 use imds_store::records::{self, decode};
 use imds_store::{Compare, Op, StoreError};
@@ -358,8 +358,38 @@ impl Ops {
     /// at least `MinCount`. Returns them in launch order (or the instances
     /// of a client token another request committed meanwhile).
     pub async fn commit_launch(&self, plan: &LaunchPlan) -> Result<Vec<InstanceRecord>, OpError> {
+        self.commit(plan, &[]).await
+    }
+
+    /// [`Ops::commit_launch`] for the Lightsail API: instance `i` of the
+    /// launch gets `named[i]` (so `MinCount` = `MaxCount` = `named.len()`),
+    /// and its name is claimed in the index ([`super::names`]) in the same
+    /// transaction. A name held by a live instance gives
+    /// [`OpError::NameInUse`] and creates nothing.
+    pub async fn commit_launch_named(
+        &self,
+        plan: &LaunchPlan,
+        named: &[LightsailInfo],
+    ) -> Result<Vec<InstanceRecord>, OpError> {
+        let n = u32::try_from(named.len()).unwrap_or(u32::MAX);
+        if named.is_empty() || plan.spec.min_count != n || plan.spec.max_count != n {
+            return Err(OpError::InvalidValue("Every instance of the launch needs a name.".into()));
+        }
+        if plan.spec.client_token.is_some() {
+            return Err(OpError::InvalidCombination("Named launches take no client token.".into()));
+        }
+        self.commit(plan, named).await
+    }
+
+    async fn commit(
+        &self,
+        plan: &LaunchPlan,
+        named: &[LightsailInfo],
+    ) -> Result<Vec<InstanceRecord>, OpError> {
         let spec = &plan.spec;
         for _ in 0..CAS_ATTEMPTS {
+            let names: Vec<String> = named.iter().map(|l| l.name.clone()).collect();
+            let name_guards = if names.is_empty() { Vec::new() } else { self.name_claims(&names).await? };
             if let Some((token, fingerprint)) = &spec.client_token
                 && let Some(existing) = self.token_record(token).await?
             {
@@ -380,7 +410,10 @@ impl Ops {
             let mut created = Vec::new();
             for index in 0..spec.max_count {
                 match self.build_instance(plan, &reservation_id, index, now_secs, &mut alloc)? {
-                    Some(record) => created.push(record),
+                    Some(mut record) => {
+                        record.lightsail = usize::try_from(index).ok().and_then(|i| named.get(i)).cloned();
+                        created.push(record);
+                    }
                     None if index >= spec.min_count => break,
                     None => {
                         let subnet = spec
@@ -392,9 +425,12 @@ impl Ops {
                     }
                 }
             }
-            let mut compares = Vec::new();
+            let mut compares = name_guards;
             let mut ops = Vec::new();
             for r in &created {
+                if let Some(info) = &r.lightsail {
+                    ops.push(Op::put(names::name_key(&info.name), r.instance_id.as_str()));
+                }
                 let key = records::instance_key(&r.instance_id);
                 compares.push(Compare::Absent(key.clone()));
                 ops.push(Op::put(key, encode(r)?));
@@ -534,6 +570,7 @@ impl Ops {
             ],
             launch_time: now_secs,
             monitoring: spec.monitoring,
+            lightsail: None,
         }))
     }
 }
@@ -707,6 +744,56 @@ mod tests {
         s.options.http_tokens = Some(HttpTokens::Required);
         launch(&ops, s).await.unwrap();
         assert_eq!(ops.list().await.unwrap().len(), 1);
+    }
+
+    fn info(name: &str) -> LightsailInfo {
+        LightsailInfo {
+            name: name.into(),
+            resource_id: format!("uuid-{name}"),
+            blueprint_id: "amazon_linux_2023".into(),
+            bundle_id: "nano_3_0".into(),
+            ip_address_type: "ipv4".into(),
+            created_at_millis: 1,
+        }
+    }
+
+    async fn plan(ops: &Ops, count: u32) -> LaunchPlan {
+        match ops.prepare_launch(spec(count)).await.unwrap() {
+            Prepared::New(p) => *p,
+            Prepared::Existing(_) => unreachable!(),
+        }
+    }
+
+    #[tokio::test]
+    async fn named_launches_claim_names_until_termination() {
+        let (ops, store, _) = testing::ops();
+        let made = ops.commit_launch_named(&plan(&ops, 2).await, &[info("a1"), info("b2")]).await.unwrap();
+        assert_eq!(made[1].lightsail.as_ref().map(|l| l.name.as_str()), Some("b2"));
+        let (kvs, _) = store.list(names::NAMES_PREFIX).await.unwrap();
+        assert_eq!(kvs.len(), 2);
+        let again = ops.commit_launch_named(&plan(&ops, 2).await, &[info("c3"), info("b2")]).await;
+        assert!(matches!(&again, Err(OpError::NameInUse(n)) if n == &["b2".to_owned()]), "{again:?}");
+        assert_eq!(ops.list().await.unwrap().len(), 2, "a refused launch creates nothing");
+        assert!(ops.get_by_name("b2").await.unwrap().is_some());
+        assert_eq!(ops.list_named().await.unwrap().len(), 2);
+        let id = made[1].instance_id.clone();
+        ops.update::<OpError, _>(&[id], Visibility::LiveOnly, |v| {
+            let mut r = v[0].record.clone();
+            r.state = InstanceState::Terminated;
+            Ok(vec![r])
+        })
+        .await
+        .unwrap();
+        assert!(ops.get_by_name("b2").await.unwrap().is_none());
+        assert_eq!(store.list(names::NAMES_PREFIX).await.unwrap().0.len(), 1, "the name was released");
+        let b2 = ops.commit_launch_named(&plan(&ops, 1).await, &[info("b2")]).await.unwrap();
+        assert_eq!(ops.get_by_name("b2").await.unwrap().unwrap().record.instance_id, b2[0].instance_id);
+        // A stale index entry (its instance gone) does not block the name.
+        let stale = Op::put(names::name_key("d4"), "i-0123456789abcdef0");
+        store.txn(Vec::new(), vec![stale]).await.unwrap().unwrap();
+        ops.commit_launch_named(&plan(&ops, 1).await, &[info("d4")]).await.unwrap();
+        // Counts must match.
+        assert!(ops.commit_launch_named(&plan(&ops, 2).await, &[info("e5")]).await.is_err());
     }
 
     #[tokio::test]

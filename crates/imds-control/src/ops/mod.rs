@@ -15,6 +15,7 @@
 //! | `images/<ami-id>` | [`settings::ImageRecord`] |
 //! | `image-names/<name>` | the `ami-` id using that name (uniqueness index) |
 //! | `key-pairs/<name>` | [`settings::KeyPairRecord`] |
+//! | `lightsail-names/<name>` | id of the live instance Lightsail knows by that name ([`names`]) |
 //!
 //! Every change is one store transaction guarded by the revisions it was
 //! computed from, so a failed or conflicting request never leaves a partial
@@ -23,6 +24,7 @@
 
 pub mod addresses;
 pub mod launch;
+pub mod names;
 pub mod settings;
 
 use crate::ids::RandomError;
@@ -85,6 +87,9 @@ pub enum OpError {
     /// A key pair name that already exists.
     #[error("key pair {0} exists")]
     KeyPairDuplicate(String),
+    /// Lightsail instance names held by live instances.
+    #[error("names in use: {0:?}")]
+    NameInUse(Vec<String>),
     /// A `ClientToken` reused with different parameters.
     #[error("client token reused with other parameters")]
     IdempotentMismatch,
@@ -275,7 +280,7 @@ impl Ops {
     /// run again after a conflict), then writes every changed spec in one
     /// transaction guarded by the revisions read, with the generation
     /// bumped. An instance that becomes terminated releases its addresses
-    /// in the same transaction. Returns one [`Change`] per distinct id.
+    /// (and its Lightsail name) in the same transaction. Returns one [`Change`] per distinct id.
     pub async fn update<E, F>(
         &self,
         ids: &[InstanceId],
@@ -305,6 +310,9 @@ impl Ops {
                     ops.push(Op::put(key, value));
                     if after.state == InstanceState::Terminated && before.state != InstanceState::Terminated {
                         let (c, o) = addresses::release(self.store(), before).await.map_err(OpError::from)?;
+                        compares.extend(c);
+                        ops.extend(o);
+                        let (c, o) = names::release(self.store(), before).await.map_err(OpError::from)?;
                         compares.extend(c);
                         ops.extend(o);
                     }
