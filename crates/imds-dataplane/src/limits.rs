@@ -3,6 +3,7 @@
 //! another one (EC2 throttles queries per instance and caps simultaneous
 //! connections from an instance; data-plane.md §10).
 
+use arc_swap::ArcSwap;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -40,25 +41,30 @@ impl Default for Limits {
 /// The admission state of one instance, kept across snapshot swaps.
 #[derive(Debug)]
 pub struct InstanceAdmission {
-    limiter: DefaultDirectRateLimiter,
+    /// Swapped whole when the limits are reloaded.
+    limiter: ArcSwap<DefaultDirectRateLimiter>,
     connections: AtomicUsize,
 }
 
 impl InstanceAdmission {
     /// Fresh state under `limits`.
     pub fn new(limits: &Limits) -> Self {
-        Self {
-            limiter: RateLimiter::direct(
-                Quota::per_second(limits.requests_per_second).allow_burst(limits.burst),
-            ),
-            connections: AtomicUsize::new(0),
-        }
+        Self { limiter: ArcSwap::from_pointee(bucket(limits)), connections: AtomicUsize::new(0) }
+    }
+
+    /// Applies new limits (a config reload); the bucket starts full.
+    pub fn set_limits(&self, limits: &Limits) {
+        self.limiter.store(Arc::new(bucket(limits)));
     }
 
     /// Takes one request from the bucket; `false` means answer 429.
     pub fn admit_request(&self) -> bool {
-        self.limiter.check().is_ok()
+        self.limiter.load().check().is_ok()
     }
+}
+
+fn bucket(limits: &Limits) -> DefaultDirectRateLimiter {
+    RateLimiter::direct(Quota::per_second(limits.requests_per_second).allow_burst(limits.burst))
 }
 
 /// Connections counted across all instances.

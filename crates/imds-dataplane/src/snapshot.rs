@@ -104,7 +104,7 @@ pub struct DataPlane {
     clock: Arc<dyn Clock>,
     metrics: DataPlaneMetrics,
     usage: Arc<dyn UsageSink>,
-    limits: Limits,
+    limits: ArcSwap<Limits>,
     connections: Arc<ConnectionCounter>,
 }
 
@@ -124,14 +124,31 @@ impl DataPlane {
             clock,
             metrics: options.metrics,
             usage: options.usage,
-            limits: options.limits,
+            limits: ArcSwap::from_pointee(options.limits),
             connections: Arc::new(ConnectionCounter::default()),
         })
     }
 
     /// Admits a new connection from the instance of `slot`, or says why not.
     pub fn admit_connection(&self, slot: &InstanceSlot) -> Result<ConnectionPermit, ConnectionRefusal> {
-        self.connections.admit(&slot.admission, &self.limits)
+        self.connections.admit(&slot.admission, &self.limits.load())
+    }
+
+    /// Applies new admission limits to every instance (config reload).
+    pub fn set_limits(&self, limits: Limits) {
+        let slots = match self.slots.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for slot in slots.values() {
+            slot.admission.set_limits(&limits);
+        }
+        self.limits.store(Arc::new(limits));
+    }
+
+    /// The admission limits in force.
+    pub fn limits(&self) -> Limits {
+        **self.limits.load()
     }
 
     /// Open data-plane connections.
@@ -161,7 +178,7 @@ impl DataPlane {
                     }
                     None => {
                         let id = snap.instance_id.clone();
-                        let admission = Arc::new(InstanceAdmission::new(&self.limits));
+                        let admission = Arc::new(InstanceAdmission::new(&self.limits.load()));
                         slots.insert(id, Arc::new(InstanceSlot { snapshot: ArcSwap::new(snap), admission }));
                         reroute = true;
                     }

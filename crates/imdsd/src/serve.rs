@@ -7,7 +7,7 @@
 use crate::ServeArgs;
 use crate::admin::{self, AdminState};
 use crate::admin_api::ApiState;
-use crate::callers::RoleCallers;
+use crate::callers::Callers;
 use crate::config::Config;
 use crate::demo;
 use anyhow::Context;
@@ -62,7 +62,7 @@ struct Settings {
     credentials: CredentialsConfig,
 }
 
-fn settings(args: &ServeArgs) -> anyhow::Result<Settings> {
+fn settings_from(args: &ServeArgs) -> anyhow::Result<Settings> {
     let config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
@@ -187,7 +187,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 /// Runs a process of `mode` until SIGTERM or Ctrl-C.
 pub async fn run_mode(mode: Mode, args: ServeArgs) -> anyhow::Result<()> {
-    let settings = settings(&args)?;
+    let settings = settings_from(&args)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let mut lease = None;
     let store: Arc<dyn Store> = match &mode {
@@ -219,26 +219,32 @@ pub async fn run_mode(mode: Mode, args: ServeArgs) -> anyhow::Result<()> {
         }
     };
 
-    let mut settings = settings;
     let mut demo_hint = None;
+    // Demo additions survive config reloads.
+    let mut demo_credential = None;
     if args.demo {
         if demo::ensure_demo(store.as_ref()).await? {
             tracing::info!(instance_id = demo::DEMO_INSTANCE_ID, "created the demo instance");
         }
         let key = demo::demo_key(store.as_ref()).await?;
-        let profile = demo::write_profile(&settings.data_dir, &key)?;
-        settings.control.credentials.push(StaticCredential {
+        demo_hint = Some(demo::write_profile(&settings.data_dir, &key)?);
+        demo_credential = Some(StaticCredential {
             principal_arn: format!("arn:aws:iam::{}:user/imdsd-demo", settings.control.account_id),
             access_key_id: key.access_key_id,
             secret_access_key: key.secret_access_key,
             policy: None,
         });
-        demo_hint = Some(profile);
-        if !settings.role_policies.contains_key("demo-role") {
-            settings.role_policies.insert("demo-role".to_owned(), Policy::parse(DEMO_ROLE_POLICY)?);
-        }
     }
-
+    let control_rules =
+        |settings: &Settings| -> anyhow::Result<(Vec<StaticCredential>, HashMap<String, Policy>)> {
+            let mut statics = settings.control.credentials.clone();
+            statics.extend(demo_credential.clone());
+            let mut role_policies = settings.role_policies.clone();
+            if args.demo && !role_policies.contains_key("demo-role") {
+                role_policies.insert("demo-role".to_owned(), Policy::parse(DEMO_ROLE_POLICY)?);
+            }
+            Ok((statics, role_policies))
+        };
     let host_id = mode.host_id().to_owned();
     let keys = imds_agent::token_keys::load_or_create(store.as_ref(), &host_id, clock.now_millis()).await?;
     let metrics = DataPlaneMetrics::default();
@@ -313,15 +319,20 @@ pub async fn run_mode(mode: Mode, args: ServeArgs) -> anyhow::Result<()> {
         tasks.spawn(serve_data(Arc::clone(&dp), listener, settings.conn_limits, stop_rx.clone()));
         println!("listening data http://{addr}");
     }
+    let (statics, role_policies) = control_rules(&settings)?;
+    let callers = Arc::new(Callers::new(
+        MintedIndex::spawn(Arc::clone(&store), Arc::clone(&clock)),
+        &statics,
+        role_policies,
+    )?);
     if let Some(control_listener) = control_listener {
         let control_addr = control_listener.local_addr()?;
+        // Keys are served by `callers` (reloadable), not by the static config.
+        let control_config = ControlConfig { credentials: Vec::new(), ..settings.control.clone() };
         let control = ControlPlane::new(
             Arc::clone(&store),
-            settings.control.clone(),
-            Arc::new(RoleCallers::new(
-                MintedIndex::spawn(Arc::clone(&store), Arc::clone(&clock)),
-                std::mem::take(&mut settings.role_policies),
-            )?),
+            control_config,
+            Arc::clone(&callers) as Arc<dyn imds_control::CredentialSource>,
             Arc::clone(&clock),
         );
         tasks.spawn(serve_router(control.router(), control_listener, stop_rx.clone()));
@@ -352,7 +363,27 @@ pub async fn run_mode(mode: Mode, args: ServeArgs) -> anyhow::Result<()> {
     let usage_task = tokio::spawn(Arc::clone(&usage).run(stop_rx.clone()));
     tracing::info!(mode = ?mode, "imdsd is serving");
 
-    wait_for_signal().await;
+    loop {
+        match wait_for_signal().await {
+            Signal::Stop => break,
+            Signal::Reload => match settings_from(&args) {
+                Ok(new) => {
+                    dp.set_limits(new.limits);
+                    match control_rules(&new) {
+                        Ok((statics, role_policies)) => callers.reload(&statics, role_policies),
+                        Err(e) => {
+                            tracing::error!(error = %e, "reload: keeping the running control-plane keys")
+                        }
+                    }
+                    tracing::info!("configuration reloaded (limits, control-plane keys and role policies)");
+                }
+                Err(e) => tracing::error!(
+                    error = format!("{e:#}"),
+                    "configuration reload failed; the running configuration stays in force"
+                ),
+            },
+        }
+    }
     tracing::info!("shutting down: no new connections, finishing requests in flight");
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
@@ -388,25 +419,24 @@ async fn serve_router(
     }
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+/// What a signal asks for.
+enum Signal {
+    /// SIGTERM or Ctrl-C: shut down gracefully.
+    Stop,
+    /// SIGHUP: reload the configuration file.
+    Reload,
+}
+
+async fn wait_for_signal() -> Signal {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (term, hup) = (signal(SignalKind::terminate()), signal(SignalKind::hangup()));
+    let (Ok(mut term), Ok(mut hup)) = (term, hup) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return Signal::Stop;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => Signal::Stop,
+        _ = term.recv() => Signal::Stop,
+        _ = hup.recv() => Signal::Reload,
     }
 }

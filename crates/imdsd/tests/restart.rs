@@ -99,3 +99,36 @@ fn key_id(token: &str) -> u32 {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).unwrap();
     u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]])
 }
+
+#[test]
+fn sighup_reloads_limits_and_a_bad_file_keeps_the_running_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("imdsd.toml");
+    std::fs::write(&config, "[limits]\nrequests_per_second = 1000\nburst = 1000\n").unwrap();
+    let s = ImdsdBuilder::new(BIN).demo().arg("--config").arg(config.to_str().unwrap()).start().unwrap();
+    let count_ok = || {
+        (0..20)
+            .filter(|_| get(s.data_v4(), "/latest/meta-data/instance-id", &[]).unwrap().status == 200)
+            .count()
+    };
+    assert_eq!(count_ok(), 20);
+    let hup = || {
+        let ok = std::process::Command::new("kill").args(["-HUP", &s.pid().to_string()]).status().unwrap();
+        assert!(ok.success());
+    };
+    // A broken file is refused; the service keeps its limits and keeps running.
+    std::fs::write(&config, "[limits]\nrequests_per_second = \"fast\"\n").unwrap();
+    hup();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(count_ok(), 20);
+    // A valid file takes effect: 2 requests of burst, then 429s.
+    std::fs::write(&config, "[limits]\nrequests_per_second = 1\nburst = 2\n").unwrap();
+    hup();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while count_ok() > 3 {
+        assert!(std::time::Instant::now() < deadline, "the reloaded limits never applied");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let r = get(s.data_v4(), "/latest/meta-data/instance-id", &[]).unwrap();
+    assert_eq!((r.status, r.body.len()), (429, 0));
+}
