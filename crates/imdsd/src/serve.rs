@@ -387,13 +387,12 @@ pub async fn run_mode(mode: Mode, args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down: no new connections, finishing requests in flight");
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
-    match agent_task {
-        Some(task) => match task.await {
+    if let Some(task) = agent_task {
+        match task.await {
             Ok(Err(e)) => tracing::error!(error = %e, "agent stopped with an error"),
             Err(e) => tracing::error!(error = %e, "agent task failed"),
             Ok(Ok(())) => {}
-        },
-        None => {}
+        }
     }
     // The recorder flushes what it counted before it returns.
     let _ = usage_task.await;
