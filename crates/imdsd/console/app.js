@@ -160,8 +160,9 @@
         }
         const top = r.callers[0];
         if (top) {
-          li.appendChild(el('span', 'muted small', 'top caller: '));
-          li.appendChild(el('code', 'ua', top.user_agent || '(no User-Agent)'));
+          const tc = el('span', 'muted small', 'top caller: ');
+          tc.appendChild(el('code', 'ua', top.user_agent || '(no User-Agent)'));
+          li.appendChild(tc);
         }
         unsafeItems.push(li);
       }
