@@ -16,7 +16,11 @@ fn a_hundred_thousand_bad_tokens_are_all_rejected() {
     let other_run = TokenBinding { instance_id: "i-0123456789abcdef0", incarnation: 8 };
     let mut rejected = 0usize;
     let mut reject = |token: &[u8], binding: &TokenBinding<'_>, at: u64, ring: &KeyRing| {
-        assert!(ring.open(token, binding, at).is_err(), "accepted a bad token: {:?}", String::from_utf8_lossy(token));
+        assert!(
+            ring.open(token, binding, at).is_err(),
+            "accepted a bad token: {:?}",
+            String::from_utf8_lossy(token)
+        );
         rejected += 1;
     };
     for round in 0..400u64 {
