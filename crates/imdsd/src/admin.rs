@@ -41,6 +41,36 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
     }
 }
 
+/// Changes through the admin API must carry `Content-Type:
+/// application/json` and no foreign `Origin`. A web page the operator has
+/// open can then not make the browser change anything here: a cross-site
+/// request with that content type needs a CORS preflight, which this
+/// endpoint never grants, and the simple form posts a page can send
+/// without one are refused.
+async fn refuse_cross_site_writes(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use axum::http::Method;
+    if matches!(*req.method(), Method::GET | Method::HEAD) {
+        return next.run(req).await;
+    }
+    let headers = req.headers();
+    let json = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+        v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+    });
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let foreign_origin = headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|o| o.strip_prefix("http://").or_else(|| o.strip_prefix("https://")) != Some(host));
+    if !json {
+        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, "changes need Content-Type: application/json\n")
+            .into_response();
+    }
+    if foreign_origin {
+        return (StatusCode::FORBIDDEN, "cross-site changes are refused\n").into_response();
+    }
+    next.run(req).await
+}
+
 /// The admin routes: health, metrics, the `/v1/` API and the console.
 pub fn router(state: Arc<AdminState>, api: Arc<ApiState>) -> Router {
     let v1 = Router::new()
@@ -52,6 +82,7 @@ pub fn router(state: Arc<AdminState>, api: Arc<ApiState>) -> Router {
         .route("/v1/events/{event_id}", delete(admin_api::cancel_event))
         .route("/v1/instances", get(admin_api::list_instances))
         .route("/v1/metrics/metadata-no-token", get(admin_api::metadata_no_token))
+        .layer(axum::middleware::from_fn(refuse_cross_site_writes))
         .with_state(api);
     Router::new()
         .route("/healthz", get(healthz))

@@ -16,7 +16,8 @@ pub const DEFAULT_ADMIN_URL: &str = "http://127.0.0.1:9773";
 pub async fn call(method: Method, url: &str, json_body: Option<String>) -> anyhow::Result<String> {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let mut builder = Request::builder().method(method.clone()).uri(url);
-    if json_body.is_some() {
+    if json_body.is_some() || method != Method::GET {
+        // The admin API refuses changes without it (cross-site protection).
         builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
     }
     let req = builder.body(Full::new(Bytes::from(json_body.unwrap_or_default()))).context("invalid URL")?;

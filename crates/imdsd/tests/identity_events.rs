@@ -216,3 +216,30 @@ fn bad_event_requests_get_clear_errors() {
         Command::new(BIN).args(["events", "list", "--admin-url", "http://127.0.0.1:9"]).output().unwrap();
     assert!(String::from_utf8_lossy(&unreachable.stderr).contains("cannot reach the imdsd admin API"));
 }
+
+#[test]
+fn the_admin_api_refuses_cross_site_changes() {
+    let s = ImdsdBuilder::new(BIN).demo().start().unwrap();
+    let body = format!(r#"{{"instance_id":"{DEMO}","kind":"rebalance","notice_time":1}}"#);
+    let post = |headers: &str| {
+        let req = format!(
+            "POST /v1/events HTTP/1.1\r\nHost: {}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            s.admin,
+            body.len()
+        );
+        imds_testkit::raw_request(s.admin, req.as_bytes()).unwrap().status
+    };
+    // What an HTML form on another site can send without a preflight.
+    assert_eq!(post("Content-Type: text/plain\r\n"), 415);
+    assert_eq!(
+        post("Content-Type: application/x-www-form-urlencoded\r\nOrigin: http://evil.example\r\n"),
+        415
+    );
+    assert_eq!(post("Content-Type: application/json\r\nOrigin: http://evil.example\r\n"), 403);
+    assert_eq!(post("Content-Type: application/json\r\n"), 201);
+    let rotate = format!(
+        "POST /v1/tokens/rotate HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        s.admin
+    );
+    assert_eq!(imds_testkit::raw_request(s.admin, rotate.as_bytes()).unwrap().status, 415);
+}
