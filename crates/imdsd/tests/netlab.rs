@@ -317,3 +317,87 @@ fn ipv6_and_endpoint_switches_refuse_connections() {
     lab.modify(&vm1, &["--http-endpoint", "enabled"]);
     assert_eq!(lab.get("vm1", V6, "/latest/meta-data/instance-id", None).0, 0);
 }
+
+/// On the wire: on one keep-alive connection, the answer to a GET before
+/// the token PUT leaves with the normal TTL, the token response with the
+/// hop limit (1), and anything after it keeps the lowered TTL (it is never
+/// raised again, so a retransmitted token can never leave with more).
+#[test]
+fn only_the_token_response_and_what_follows_it_carry_the_hop_limit() {
+    let Some(mut lab) = Lab::up("wire") else { return };
+    lab.start_imdsd();
+    lab.register(vm1_interface());
+    let pcap = lab.dir.path().join("capture.txt");
+    let capture = std::fs::File::create(&pcap).unwrap();
+    // Server → vm1 segments with payload, printed with their IP TTL.
+    let mut tcpdump = lab
+        .command(
+            "vm1",
+            &[
+                "tcpdump",
+                "-i",
+                "eth0",
+                "-nn",
+                "-v",
+                "-l",
+                "-U",
+                "tcp src port 80 and (tcp[tcpflags] & tcp-push != 0)",
+            ],
+        )
+        .stdout(capture)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let out = lab.exec(
+        "vm1",
+        &[
+            "curl",
+            "-sS",
+            "--noproxy",
+            "*",
+            "--max-time",
+            "3",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{num_connects}\n",
+            "http://169.254.169.254/latest/meta-data/instance-id",
+            "--next",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{num_connects}\n",
+            "-X",
+            "PUT",
+            "-H",
+            "X-aws-ec2-metadata-token-ttl-seconds: 60",
+            "http://169.254.169.254/latest/api/token",
+            "--next",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{num_connects}\n",
+            "http://169.254.169.254/latest/meta-data/instance-type",
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // One connection for all three: the second and third reused it.
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1\n0\n0\n");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let ttls = loop {
+        let text = std::fs::read_to_string(&pcap).unwrap();
+        let ttls: Vec<u32> = text
+            .lines()
+            .filter_map(|l| l.split("ttl ").nth(1))
+            .filter_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+            .collect();
+        if ttls.len() >= 3 || Instant::now() > deadline {
+            break ttls;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = tcpdump.kill();
+    let _ = tcpdump.wait();
+    assert_eq!(ttls, vec![64, 1, 1], "TTLs of the GET, token and later GET responses");
+}
