@@ -198,7 +198,12 @@ impl Agent {
                         Some(WatchMessage::Events { revision, events }) => {
                             let received = std::time::Instant::now();
                             let count = events.len() as u64;
-                            self.on_instance_changes(events).await?;
+                            if let Err(e) = self.on_instance_changes(events).await {
+                                // A failed ack (etcd member lost mid-write) must not end
+                                // the agent: relisting renders and acks everything again.
+                                self.pause_after(e, &mut shutdown).await?;
+                                continue 'relist;
+                            }
                             let m = &self.cfg.metrics;
                             m.apply_seconds.observe(received.elapsed().as_secs_f64());
                             m.applied_revision.set(i64::try_from(revision).unwrap_or(i64::MAX));
@@ -225,14 +230,24 @@ impl Agent {
                         }
                     },
                     msg = signers_rx.recv() => match msg {
-                        Some(WatchMessage::Events { events, .. }) => self.on_signer_changes(events).await?,
+                        Some(WatchMessage::Events { events, .. }) => {
+                            if let Err(e) = self.on_signer_changes(events).await {
+                                self.pause_after(e, &mut shutdown).await?;
+                                continue 'relist;
+                            }
+                        }
                         Some(WatchMessage::Compacted { .. }) | None => continue 'relist,
                     },
                     msg = tokens_rx.recv() => match msg {
                         Some(WatchMessage::Events { events, .. }) => self.on_token_key_changes(events),
                         Some(WatchMessage::Compacted { .. }) | None => continue 'relist,
                     },
-                    _ = rotation.tick() => self.rotate_token_keys_if_due().await?,
+                    _ = rotation.tick() => {
+                        if let Err(e) = self.rotate_token_keys_if_due().await {
+                            self.pause_after(e, &mut shutdown).await?;
+                            continue 'relist;
+                        }
+                    }
                     _ = sleep_until_unix(wake, self.clock.as_ref()) => self.rerender_due_events(),
                     Some(id) = self.credential_changes.recv() => {
                         let mut ids = std::collections::BTreeSet::new();
@@ -243,6 +258,28 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// After a failure while following the store: a store error (etcd member
+    /// lost, a write's outcome unknown) is logged and followed by a short
+    /// pause, after which the caller relists; any other error ends the
+    /// agent. `Ok` also when shutdown was asked for during the pause (the
+    /// relist then sees it).
+    async fn pause_after(
+        &mut self,
+        error: AgentError,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), AgentError> {
+        let e = match error {
+            AgentError::Store(e) | AgentError::TokenKeys(token_keys::TokenKeyError::Store(e)) => e,
+            other => return Err(other),
+        };
+        tracing::warn!(error = %e, "store operation failed while following changes; relisting");
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = imds_dataplane::server::stopped(shutdown) => {}
+        }
+        Ok(())
     }
 
     /// Loads (or creates, once per store) the identity signer of every region

@@ -233,6 +233,21 @@ impl ApiError {
         }
     }
 
+    /// `InsufficientInstanceCapacity` (500, a server error SDKs retry): no
+    /// host agent is alive to place an instance on.
+    pub fn insufficient_instance_capacity() -> Self {
+        Self {
+            code: "InsufficientInstanceCapacity",
+            message: "There is no capacity for the requested instances: no host agent (imdsd agent) is alive. Start one and try again.".to_owned(),
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// `InvalidHostID.NotFound`: a `HostId` that no live host has.
+    pub fn host_not_found(id: &str) -> Self {
+        bad("InvalidHostID.NotFound", format!("The host ID '{id}' does not exist"))
+    }
+
     /// `InternalError` (500): a server fault; details are logged, not sent.
     pub fn internal() -> Self {
         Self {
@@ -295,6 +310,8 @@ impl From<OpError> for ApiError {
                 tracing::warn!("too many concurrent writers; giving up");
                 Self::unavailable()
             }
+            OpError::NoLiveHost => Self::insufficient_instance_capacity(),
+            OpError::HostNotFound(id) => Self::host_not_found(&id),
             OpError::Store(e) => {
                 tracing::error!(error = %e, "store operation failed");
                 match e {

@@ -38,6 +38,7 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use std::sync::Arc;
 
 pub use error::ApiError;
+pub use ops::launch::HostAssignment;
 pub use ops::{OpError, Ops, OpsConfig};
 
 /// Settings of the control plane.
@@ -60,6 +61,9 @@ pub struct ControlConfig {
     /// Largest accepted distance between a request's signing time and the
     /// server clock, in seconds (at most the verifier's own 15 minutes).
     pub clock_skew_secs: i64,
+    /// How launches choose a host: [`HostAssignment::None`] for `imdsd
+    /// serve`, [`HostAssignment::LiveHosts`] for a fleet's `imdsd control`.
+    pub host_assignment: HostAssignment,
 }
 
 /// Default body limit: 1 MiB.
@@ -67,7 +71,8 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 
 impl Default for ControlConfig {
     /// us-east-1, the sample account, no credentials, `10.0.0.0/16`, no
-    /// IPv6 pool, 1 MiB bodies, 15 minutes of clock skew.
+    /// IPv6 pool, 1 MiB bodies, 15 minutes of clock skew, no host
+    /// assignment.
     fn default() -> Self {
         Self {
             region: "us-east-1".to_owned(),
@@ -77,6 +82,7 @@ impl Default for ControlConfig {
             subnet_v6: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             clock_skew_secs: imds_sigv4::MAX_SKEW_SECS,
+            host_assignment: HostAssignment::None,
         }
     }
 }
@@ -91,6 +97,7 @@ impl std::fmt::Debug for ControlConfig {
             .field("subnet_v6", &self.subnet_v6)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("clock_skew_secs", &self.clock_skew_secs)
+            .field("host_assignment", &self.host_assignment)
             .finish()
     }
 }
@@ -222,6 +229,7 @@ impl ControlPlane {
             account_id: config.account_id.clone(),
             subnet_v4: config.subnet_v4,
             subnet_v6: config.subnet_v6,
+            host_assignment: config.host_assignment,
         };
         let ops = Ops::new(store, clock.clone(), ops_config);
         let statics = StaticCredentials::new(&config.credentials);

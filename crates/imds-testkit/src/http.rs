@@ -4,7 +4,7 @@
 
 use anyhow::{Context, bail};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 /// A parsed response.
@@ -36,6 +36,20 @@ impl RawResponse {
 /// read without a body.
 pub fn raw_request(addr: SocketAddr, request: &[u8]) -> anyhow::Result<RawResponse> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(request)?;
+    let head_only = request.starts_with(b"HEAD ");
+    read_response(&mut s, head_only)
+}
+
+/// [`raw_request`] from a chosen local address (`127.0.0.2`, …), so the
+/// data plane sees the caller as the instance owning that address.
+pub fn raw_request_from(source: IpAddr, addr: SocketAddr, request: &[u8]) -> anyhow::Result<RawResponse> {
+    let domain = if source.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
+    let sock = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
+    sock.bind(&SocketAddr::new(source, 0).into())?;
+    sock.connect_timeout(&addr.into(), Duration::from_secs(5))?;
+    let mut s: TcpStream = sock.into();
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     s.write_all(request)?;
     let head_only = request.starts_with(b"HEAD ");
@@ -79,6 +93,11 @@ pub fn get(addr: SocketAddr, path: &str, headers: &[&str]) -> anyhow::Result<Raw
 
 /// Any method on `path` with extra header lines and no body.
 pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[&str]) -> anyhow::Result<RawResponse> {
+    raw_request(addr, build(method, path, headers).as_bytes())
+}
+
+/// The bytes of a request with `Connection: close`.
+fn build(method: &str, path: &str, headers: &[&str]) -> String {
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 169.254.169.254\r\n");
     for h in headers {
         req.push_str(h);
@@ -88,7 +107,18 @@ pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[&str]) -> 
         req.push_str("Content-Length: 0\r\n");
     }
     req.push_str("Connection: close\r\n\r\n");
-    raw_request(addr, req.as_bytes())
+    req
+}
+
+/// [`request`] from a chosen local address.
+pub fn request_from(
+    source: IpAddr,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+) -> anyhow::Result<RawResponse> {
+    raw_request_from(source, addr, build(method, path, headers).as_bytes())
 }
 
 /// `PUT /latest/api/token` with the given TTL; returns the token text on 200.

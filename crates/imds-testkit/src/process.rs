@@ -94,35 +94,61 @@ impl ImdsdBuilder {
         let mut child = cmd.spawn().with_context(|| format!("cannot start {}", self.binary.display()))?;
         let stdout = child.stdout.take().context("no stdout")?;
         let mut reader = BufReader::new(stdout);
-        let mut data = Vec::new();
-        let mut admin = None;
-        let mut control = None;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while data.len() < listens.len() || admin.is_none() || control.is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                bail!("imdsd did not report its listeners in time");
-            }
-            let mut line = String::new();
-            if reader.read_line(&mut line)? == 0 {
-                let status = child.wait()?;
-                bail!("imdsd exited before it was ready: {status}");
-            }
-            let mut words = line.split_whitespace();
-            if let (Some("listening"), Some(kind), Some(url)) = (words.next(), words.next(), words.next()) {
-                let addr: SocketAddr = url.trim_start_matches("http://").parse()?;
-                match kind {
-                    "data" => data.push(addr),
-                    "admin" => admin = Some(addr),
-                    "control" => control = Some(addr),
-                    _ => {}
-                }
-            }
-        }
-        let admin = admin.context("no admin listener")?;
+        let Listeners { data, admin, control } =
+            read_listeners(&mut child, &mut reader, listens.len(), true)?;
         let control = control.context("no control listener")?;
         Ok(ImdsdProcess { child, _stdout: reader, data, admin, control, data_dir, _tmp: tmp })
     }
+}
+
+/// The addresses a starting `imdsd` printed (`listening data|control|admin
+/// http://…` lines on stdout).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listeners {
+    /// Data-plane listeners, in the order printed.
+    pub data: Vec<SocketAddr>,
+    /// The admin listener.
+    pub admin: SocketAddr,
+    /// The control-plane listener, if the process runs one.
+    pub control: Option<SocketAddr>,
+}
+
+/// Reads `child`'s stdout until it has printed `data` data listeners, its
+/// admin listener and (if `control`) its control listener; kills it and
+/// fails if that takes more than 30 s or it exits first.
+pub fn read_listeners(
+    child: &mut Child,
+    reader: &mut BufReader<ChildStdout>,
+    data: usize,
+    control: bool,
+) -> anyhow::Result<Listeners> {
+    let mut found = Vec::new();
+    let mut admin = None;
+    let mut control_addr = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while found.len() < data || admin.is_none() || (control && control_addr.is_none()) {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("imdsd did not report its listeners in time");
+        }
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            let status = child.wait()?;
+            bail!("imdsd exited before it was ready: {status}");
+        }
+        let mut words = line.split_whitespace();
+        if let (Some("listening"), Some(kind), Some(url)) = (words.next(), words.next(), words.next()) {
+            let addr: SocketAddr = url.trim_start_matches("http://").parse()?;
+            match kind {
+                "data" => found.push(addr),
+                "admin" => admin = Some(addr),
+                "control" => control_addr = Some(addr),
+                _ => {}
+            }
+        }
+    }
+    Ok(Listeners { data: found, admin: admin.context("no admin listener")?, control: control_addr })
 }
 
 /// A running `imdsd serve`; killed when dropped.

@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::demo;
 use anyhow::Context;
 use imds_agent::{Agent, AgentConfig, Placement};
-use imds_control::{ControlConfig, ControlPlane, StaticCredential};
+use imds_control::{ControlConfig, ControlPlane, HostAssignment, StaticCredential};
 use imds_core::{Clock, SystemClock};
 use imds_credentials::{CredentialsConfig, MintedIndex};
 use imds_dataplane::server::{ConnLimits, serve as serve_data};
@@ -328,7 +328,14 @@ pub async fn run_mode(mode: Mode, args: ServeArgs) -> anyhow::Result<()> {
     if let Some(control_listener) = control_listener {
         let control_addr = control_listener.local_addr()?;
         // Keys are served by `callers` (reloadable), not by the static config.
-        let control_config = ControlConfig { credentials: Vec::new(), ..settings.control.clone() };
+        // A fleet's control plane places launches on live hosts.
+        let host_assignment = if matches!(mode, Mode::Control { .. }) {
+            HostAssignment::LiveHosts
+        } else {
+            HostAssignment::None
+        };
+        let control_config =
+            ControlConfig { credentials: Vec::new(), host_assignment, ..settings.control.clone() };
         let control = ControlPlane::new(
             Arc::clone(&store),
             control_config,

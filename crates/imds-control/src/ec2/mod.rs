@@ -16,6 +16,7 @@ mod keypairs;
 mod metadata;
 mod misc;
 pub mod params;
+mod placement;
 mod render;
 mod tags;
 
@@ -52,6 +53,7 @@ pub const ACTIONS: &[ActionDef] = &[
     def("TerminateInstances", params::TERMINATE_INSTANCES, true),
     def("RebootInstances", params::REBOOT_INSTANCES, true),
     def("ModifyInstanceAttribute", params::MODIFY_INSTANCE_ATTRIBUTE, true),
+    def("ModifyInstancePlacement", placement::MODIFY_INSTANCE_PLACEMENT, true),
     def("DescribeInstanceAttribute", params::DESCRIBE_INSTANCE_ATTRIBUTE, false),
     def("DescribeInstanceStatus", params::DESCRIBE_INSTANCE_STATUS, false),
     def("CreateTags", params::CREATE_TAGS, true),
@@ -148,6 +150,7 @@ pub async fn dispatch(cx: &mut Cx<'_>, p: View<'_>) -> Result<String, ApiError> 
         "ModifyInstanceMetadataDefaults" => metadata::modify_defaults(cx, p).await,
         "GetInstanceMetadataDefaults" => metadata::get_defaults(cx, p).await,
         "ModifyInstanceAttribute" => attributes::modify(cx, p).await,
+        "ModifyInstancePlacement" => placement::modify(cx, p).await,
         "DescribeInstanceAttribute" => attributes::describe(cx, p).await,
         "CreateTags" => tags::create(cx, p).await,
         "DeleteTags" => tags::delete(cx, p).await,

@@ -210,6 +210,12 @@ impl LsError {
                 tracing::warn!("too many concurrent writers; giving up");
                 Self::unavailable()
             }
+            OpError::NoLiveHost => Self::new(
+                Shape::OperationFailure,
+                "InsufficientCapacity",
+                "No host is available to create the requested instances.",
+            ),
+            OpError::HostNotFound(host) => Self::not_found("Host", &host),
             OpError::Store(e) => {
                 tracing::error!(error = %e, "store operation failed");
                 match e {

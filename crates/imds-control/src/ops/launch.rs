@@ -9,6 +9,28 @@
 //! that depends on stored state (and answers a repeated client token),
 //! [`Ops::commit_launch`] allocates and writes. Parsing a request into a
 //! [`LaunchSpec`] belongs to the front ends.
+//!
+//! Host assignment ([`HostAssignment`]): on one host (`imdsd serve`) an
+//! instance keeps the `Placement.HostId` it was given, or none, and the
+//! in-process agent serves it either way. In a fleet (`imdsd control`) a
+//! host is alive while its agent's lease keeps `hosts/<host-id>` in the
+//! store, and:
+//!
+//! * a launch without `Placement.HostId` puts each of its instances on the
+//!   live host with the fewest non-terminated instances, counting those
+//!   placed earlier in the same launch (ties: the smallest host id), so a
+//!   launch of several instances is spread; with one live host, all go to
+//!   it; with none, the launch is refused with
+//!   [`OpError::NoLiveHost`] (EC2's `InsufficientInstanceCapacity`);
+//! * a launch (or `ModifyInstancePlacement`) naming a host that is not
+//!   alive is refused with [`OpError::HostNotFound`]
+//!   (`InvalidHostID.NotFound`), as EC2 refuses a Dedicated Host that does
+//!   not exist: an instance is never placed where nothing would serve it.
+//!
+//! Liveness is read when the launch is prepared and committed; a host that
+//! dies right after is the same as one that dies later: its instances stay
+//! placed on it (`pending` after changes) until it returns or they are
+//! moved with `ModifyInstancePlacement`.
 
 use super::addresses::{self, Allocator, address_key, prefix_key};
 use super::settings::{AccountDefaults, ImageRecord};
@@ -29,6 +51,26 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Prefix of client-token records.
 pub const CLIENT_TOKENS_PREFIX: &str = "client-tokens/";
+
+/// How launches choose `Placement.HostId` (see the module docs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HostAssignment {
+    /// One host serves everything (`imdsd serve`): the given `HostId` is
+    /// kept as is, and no host is chosen when none is given.
+    #[default]
+    None,
+    /// A fleet (`imdsd control`): instances are placed on live hosts
+    /// (`hosts/<host-id>` present), and a named host must be alive.
+    LiveHosts,
+}
+
+/// The live host with the fewest instances in `load` (host id → count of
+/// non-terminated instances); ties go to the smallest host id.
+pub fn least_loaded(load: &BTreeMap<String, usize>) -> Option<String> {
+    // `min_by_key` keeps the first of equal minima, and a BTreeMap iterates
+    // in id order.
+    load.iter().min_by_key(|(_, n)| **n).map(|(h, _)| h.clone())
+}
 
 /// Metadata options given at launch; `None` = not specified.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -304,6 +346,9 @@ impl Ops {
             return Ok(Prepared::Existing(self.existing_launch(&existing, fingerprint).await?));
         }
         self.zone(&spec.placement)?;
+        if let Some(host) = &spec.placement.host_id {
+            self.ensure_host(host).await?;
+        }
         let defaults = self.account_defaults().await?;
         let image = self.image(&spec.image_id).await?;
         let options = resolve_options(&spec.options, &defaults, image.as_ref());
@@ -397,6 +442,10 @@ impl Ops {
             }
             let (instances, _) = records::list_instances(self.store()).await?;
             let live: Vec<InstanceRecord> = instances.into_iter().map(|(r, _)| r).collect();
+            let mut load = match (self.config().host_assignment, &spec.placement.host_id) {
+                (HostAssignment::LiveHosts, None) => Some(self.host_load(&live).await?),
+                _ => None,
+            };
             let mut alloc = Allocator::new(addresses::used_keys(self.store(), &live).await?);
             for key in spec.interfaces.iter().flat_map(InterfaceSpec::explicit_keys) {
                 if !alloc.claim(key.clone()) {
@@ -412,6 +461,11 @@ impl Ops {
                 match self.build_instance(plan, &reservation_id, index, now_secs, &mut alloc)? {
                     Some(mut record) => {
                         record.lightsail = usize::try_from(index).ok().and_then(|i| named.get(i)).cloned();
+                        if let Some(load) = load.as_mut() {
+                            let host = least_loaded(load).ok_or(OpError::NoLiveHost)?;
+                            *load.entry(host.clone()).or_default() += 1;
+                            record.placement.host_id = Some(host);
+                        }
                         created.push(record);
                     }
                     None if index >= spec.min_count => break,
@@ -454,6 +508,46 @@ impl Ops {
             tracing::debug!("launch raced with another writer; retrying");
         }
         Err(OpError::Contention)
+    }
+
+    /// The ids of the live hosts (`hosts/<host-id>` present), sorted.
+    pub async fn live_hosts(&self) -> Result<Vec<String>, OpError> {
+        let (kvs, _) = self.store().list(records::HOSTS_PREFIX).await?;
+        let mut hosts: Vec<String> = kvs
+            .into_iter()
+            .filter_map(|kv| kv.key.strip_prefix(records::HOSTS_PREFIX).map(str::to_owned))
+            .filter(|h| !h.is_empty())
+            .collect();
+        hosts.sort();
+        Ok(hosts)
+    }
+
+    /// With [`HostAssignment::LiveHosts`], [`OpError::HostNotFound`] unless
+    /// `host_id` is a live host; with [`HostAssignment::None`], any id goes.
+    pub async fn ensure_host(&self, host_id: &str) -> Result<(), OpError> {
+        if self.config().host_assignment == HostAssignment::None
+            || self.store().get(&records::host_key(host_id)).await?.is_some()
+        {
+            Ok(())
+        } else {
+            Err(OpError::HostNotFound(host_id.to_owned()))
+        }
+    }
+
+    /// Every live host with its number of non-terminated instances among
+    /// `instances`; [`OpError::NoLiveHost`] when there is none.
+    async fn host_load(&self, instances: &[InstanceRecord]) -> Result<BTreeMap<String, usize>, OpError> {
+        let mut load: BTreeMap<String, usize> =
+            self.live_hosts().await?.into_iter().map(|h| (h, 0)).collect();
+        if load.is_empty() {
+            return Err(OpError::NoLiveHost);
+        }
+        for r in instances.iter().filter(|r| r.state != InstanceState::Terminated) {
+            if let Some(n) = r.placement.host_id.as_ref().and_then(|h| load.get_mut(h)) {
+                *n += 1;
+            }
+        }
+        Ok(load)
     }
 
     /// One instance of a launch, or `None` when the pool ran dry.
@@ -794,6 +888,70 @@ mod tests {
         ops.commit_launch_named(&plan(&ops, 1).await, &[info("d4")]).await.unwrap();
         // Counts must match.
         assert!(ops.commit_launch_named(&plan(&ops, 2).await, &[info("e5")]).await.is_err());
+    }
+
+    /// Ops in fleet mode over a store where `hosts` are alive.
+    async fn fleet_ops(hosts: &[&str]) -> Ops {
+        let (ops, store, clock) = testing::ops();
+        let config =
+            super::super::OpsConfig { host_assignment: HostAssignment::LiveHosts, ..ops.config().clone() };
+        for h in hosts {
+            store.txn(Vec::new(), vec![Op::put(records::host_key(h), "{}")]).await.unwrap().unwrap();
+        }
+        Ops::new(store, std::sync::Arc::new(clock), config)
+    }
+
+    fn host_of(r: &InstanceRecord) -> &str {
+        r.placement.host_id.as_deref().unwrap_or("-")
+    }
+
+    #[test]
+    fn least_loaded_breaks_ties_by_host_id() {
+        let load: BTreeMap<String, usize> = [("h-b".into(), 1), ("h-c".into(), 0), ("h-a".into(), 0)].into();
+        assert_eq!(least_loaded(&load).as_deref(), Some("h-a"));
+        assert_eq!(least_loaded(&BTreeMap::new()), None);
+    }
+
+    #[tokio::test]
+    async fn fleet_launches_spread_over_the_least_loaded_live_hosts() {
+        let ops = fleet_ops(&["h-b", "h-a"]).await;
+        let made = launch(&ops, spec(3)).await.unwrap();
+        assert_eq!(made.iter().map(host_of).collect::<Vec<_>>(), ["h-a", "h-b", "h-a"]);
+        assert_eq!(host_of(&launch(&ops, spec(1)).await.unwrap()[0]), "h-b");
+        // Terminated instances do not count: h-a drops to 0 of 4.
+        let on_a: Vec<InstanceId> =
+            made.iter().filter(|r| host_of(r) == "h-a").map(|r| r.instance_id.clone()).collect();
+        ops.update::<OpError, _>(&on_a, Visibility::LiveOnly, |v| {
+            Ok(v.iter()
+                .map(|v| InstanceRecord { state: InstanceState::Terminated, ..v.record.clone() })
+                .collect())
+        })
+        .await
+        .unwrap();
+        assert_eq!(host_of(&launch(&ops, spec(1)).await.unwrap()[0]), "h-a");
+    }
+
+    #[tokio::test]
+    async fn fleet_launches_need_a_live_host_and_named_hosts_must_be_alive() {
+        let ops = fleet_ops(&[]).await;
+        assert!(matches!(launch(&ops, spec(1)).await, Err(OpError::NoLiveHost)));
+        assert!(ops.list().await.unwrap().is_empty(), "a refused launch creates nothing");
+        let ops = fleet_ops(&["h-1"]).await;
+        assert_eq!(host_of(&launch(&ops, spec(1)).await.unwrap()[0]), "h-1");
+        let mut s = spec(1);
+        s.placement.host_id = Some("h-2".into());
+        assert!(matches!(launch(&ops, s.clone()).await, Err(OpError::HostNotFound(h)) if h == "h-2"));
+        s.placement.host_id = Some("h-1".into());
+        assert_eq!(host_of(&launch(&ops, s).await.unwrap()[0]), "h-1");
+    }
+
+    #[tokio::test]
+    async fn one_host_mode_keeps_the_given_host_or_none() {
+        let (ops, _, _) = testing::ops();
+        assert_eq!(launch(&ops, spec(1)).await.unwrap()[0].placement.host_id, None);
+        let mut s = spec(1);
+        s.placement.host_id = Some("h-elsewhere".into());
+        assert_eq!(host_of(&launch(&ops, s).await.unwrap()[0]), "h-elsewhere");
     }
 
     #[tokio::test]

@@ -102,6 +102,12 @@ pub enum OpError {
     /// Other writers kept changing the same records.
     #[error("too much contention")]
     Contention,
+    /// Fleet mode: no host agent is alive to place an instance on.
+    #[error("no live host to place instances on")]
+    NoLiveHost,
+    /// Fleet mode: a `HostId` that no live host agent has registered.
+    #[error("host {0} not found")]
+    HostNotFound(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -185,6 +191,9 @@ pub struct OpsConfig {
     pub subnet_v4: Ipv4Net,
     /// IPv6 pool for `Ipv6AddressCount`, if any.
     pub subnet_v6: Option<Ipv6Net>,
+    /// Whether launches are placed on live hosts (fleet mode) or keep the
+    /// `Placement.HostId` they were given (one host).
+    pub host_assignment: launch::HostAssignment,
 }
 
 /// The store-level operations, shared by every protocol front end.
@@ -343,6 +352,7 @@ pub(crate) mod testing {
             account_id: "123456789012".into(),
             subnet_v4: "10.0.0.0/24".parse().unwrap(),
             subnet_v6: Some("2001:db8::/64".parse().unwrap()),
+            host_assignment: launch::HostAssignment::None,
         };
         (Ops::new(store.clone(), Arc::new(clock.clone()), config), store, clock)
     }
