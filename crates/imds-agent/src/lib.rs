@@ -18,7 +18,7 @@ use imds_dataplane::tree::RenderInputs;
 use imds_dataplane::{DataPlane, InstanceSnapshot, SnapshotChange};
 use imds_identity::RegionSigner;
 use imds_store::records::{self, InstanceStatus};
-use imds_store::{Op, Store, StoreError, WatchEvent, WatchMessage};
+use imds_store::{Compare, Op, Store, StoreError, WatchEvent, WatchMessage};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -130,9 +130,9 @@ impl Agent {
         let mut seen = std::collections::HashSet::new();
         let mut changes = Vec::new();
         let mut acks = Vec::new();
-        for (record, _) in records {
+        for (record, revision) in records {
             seen.insert(record.instance_id.clone());
-            self.reconcile(record, &mut changes, &mut acks)?;
+            self.reconcile(record, revision, &mut changes, &mut acks)?;
         }
         let gone: Vec<InstanceId> = self.served.keys().filter(|id| !seen.contains(*id)).cloned().collect();
         for id in gone {
@@ -428,7 +428,7 @@ impl Agent {
         for event in events {
             match event {
                 WatchEvent::Put(kv) => match serde_json::from_slice::<InstanceRecord>(&kv.value) {
-                    Ok(record) => self.reconcile(record, &mut changes, &mut acks)?,
+                    Ok(record) => self.reconcile(record, kv.mod_revision, &mut changes, &mut acks)?,
                     Err(e) => {
                         tracing::error!(key = %kv.key, error = %e, "undecodable instance record skipped")
                     }
@@ -457,8 +457,9 @@ impl Agent {
     fn reconcile(
         &mut self,
         record: InstanceRecord,
+        revision: u64,
         changes: &mut Vec<SnapshotChange>,
-        acks: &mut Vec<(InstanceId, u64)>,
+        acks: &mut Vec<Ack>,
     ) -> Result<(), AgentError> {
         let id = record.instance_id.clone();
         if !self.placed_here(&record) {
@@ -468,7 +469,7 @@ impl Agent {
         if self.served.get(&id).is_some_and(|r| r == &record) {
             return Ok(());
         }
-        acks.push((id.clone(), record.generation));
+        acks.push(Ack { id: id.clone(), generation: record.generation, revision });
         if !record.state.is_served() {
             // A stopped instance is not served; its latest spec is still
             // acknowledged, so changes made while stopped show `applied`.
@@ -507,27 +508,48 @@ impl Agent {
         InstanceSnapshot::render(record, &inputs)
     }
 
-    /// Records that this host now serves these generations.
-    async fn ack(&self, acks: Vec<(InstanceId, u64)>) -> Result<(), AgentError> {
+    /// Records that this host now serves these generations. Each status is
+    /// written only while the record it acknowledges is still the stored one
+    /// (compare on its revision): a late ack from a host the instance has
+    /// left, or of a generation already superseded, can never overwrite a
+    /// newer status and turn `applied` back into `pending`.
+    async fn ack(&self, acks: Vec<Ack>) -> Result<(), AgentError> {
         if acks.is_empty() {
             return Ok(());
         }
         let now = self.clock.now_millis();
-        let ops = acks
-            .into_iter()
-            .map(|(id, generation)| {
-                let status = InstanceStatus {
-                    observed_generation: generation,
-                    host_id: self.cfg.host_id.clone(),
-                    applied_at_millis: now,
-                };
-                serde_json::to_vec(&status).map(|v| Op::put(records::status_key(&id), v))
-            })
-            .collect::<Result<Vec<Op>, _>>()
-            .map_err(|e| StoreError::Backend(format!("cannot encode a status: {e}")))?;
-        self.store.txn(Vec::new(), ops).await?;
+        let mut compares = Vec::with_capacity(acks.len());
+        let mut ops = Vec::with_capacity(acks.len());
+        for ack in &acks {
+            let status = InstanceStatus {
+                observed_generation: ack.generation,
+                host_id: self.cfg.host_id.clone(),
+                applied_at_millis: now,
+            };
+            let value = serde_json::to_vec(&status)
+                .map_err(|e| StoreError::Backend(format!("cannot encode a status: {e}")))?;
+            compares.push(Compare::ModRevision(records::instance_key(&ack.id), ack.revision));
+            ops.push(Op::put(records::status_key(&ack.id), value));
+        }
+        if self.store.txn(compares.clone(), ops.clone()).await?.is_some() {
+            return Ok(());
+        }
+        // Some record changed meanwhile: ack the others one by one; the
+        // changed ones are acknowledged when their new version is applied.
+        for (compare, op) in compares.into_iter().zip(ops) {
+            self.store.txn(vec![compare], vec![op]).await?;
+        }
         Ok(())
     }
+}
+
+/// One acknowledgement: this generation of this instance, as stored at
+/// `revision`, is served here.
+#[derive(Debug, Clone)]
+struct Ack {
+    id: InstanceId,
+    generation: u64,
+    revision: u64,
 }
 
 /// The stored signer of `region`, created and stored first if there is

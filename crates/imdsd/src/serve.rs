@@ -187,6 +187,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 /// Runs a process of `mode` until SIGTERM or Ctrl-C.
 pub async fn run_mode(mode: Mode, args: ServeArgs) -> anyhow::Result<()> {
+    let mut signals = Signals::install()?;
     let settings = settings_from(&args)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let mut lease = None;
@@ -252,6 +253,8 @@ pub async fn run_mode(mode: Mode, args: ServeArgs) -> anyhow::Result<()> {
     metrics.register(&mut registry);
     let agent_metrics = imds_agent::metrics::AgentMetrics::default();
     agent_metrics.register(&mut registry);
+    let control_metrics = imds_control::ControlMetrics::default();
+    control_metrics.register(&mut registry);
     // The data plane reports IMDSv1 use to the recorder, which needs to know
     // which instances are served (to report quiet minutes as 0): a cycle
     // broken by a late-bound handle.
@@ -341,7 +344,8 @@ pub async fn run_mode(mode: Mode, args: ServeArgs) -> anyhow::Result<()> {
             control_config,
             Arc::clone(&callers) as Arc<dyn imds_control::CredentialSource>,
             Arc::clone(&clock),
-        );
+        )
+        .with_metrics(control_metrics);
         tasks.spawn(serve_router(control.router(), control_listener, stop_rx.clone()));
         println!("listening control http://{control_addr}");
         if let Some(profile) = &demo_hint {
@@ -371,7 +375,7 @@ pub async fn run_mode(mode: Mode, args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(mode = ?mode, "imdsd is serving");
 
     loop {
-        match wait_for_signal().await {
+        match signals.next().await {
             Signal::Stop => break,
             Signal::Reload => match settings_from(&args) {
                 Ok(new) => {
@@ -433,16 +437,28 @@ enum Signal {
     Reload,
 }
 
-async fn wait_for_signal() -> Signal {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (term, hup) = (signal(SignalKind::terminate()), signal(SignalKind::hangup()));
-    let (Ok(mut term), Ok(mut hup)) = (term, hup) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return Signal::Stop;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => Signal::Stop,
-        _ = term.recv() => Signal::Stop,
-        _ = hup.recv() => Signal::Reload,
+/// The signals a running process obeys, registered before anything is
+/// announced on stdout: a supervisor that sends SIGTERM as soon as it sees
+/// "listening …" gets a graceful stop, not the default kill.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            hup: signal(SignalKind::hangup()).context("cannot handle SIGHUP")?,
+        })
+    }
+
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => Signal::Stop,
+            _ = self.term.recv() => Signal::Stop,
+            _ = self.hup.recv() => Signal::Reload,
+        }
     }
 }
