@@ -16,16 +16,23 @@
 //! * `ec2`: one module per action family, each validating its input;
 //! * [`server`]: the axum router, request ids and the audit log;
 //! * [`lightsail`]: the Lightsail JSON protocol (awsJson 1.1): instances
-//!   created, read, changed and deleted by name over the same [`ops`].
+//!   created, read, changed and deleted by name over the same [`ops`], and
+//!   their `MetadataNoToken` metric data;
+//! * [`cloudwatch`]: CloudWatch's metric read API (`GetMetricStatistics`,
+//!   `GetMetricData`, `ListMetrics`) for `AWS/EC2` `MetadataNoToken` in
+//!   JSON 1.0, RPC v2 CBOR and query;
+//! * [`metrics`]: Prometheus counters and latency of every API call.
 //!
 //! It does not own the data plane, the agent that applies specs, or the
 //! store backends. The store layout it adds is documented in [`ops`].
 
 pub mod auth;
+pub mod cloudwatch;
 mod ec2;
 pub mod error;
 mod ids;
 pub mod lightsail;
+pub mod metrics;
 pub mod ops;
 pub mod query;
 pub mod server;
@@ -38,6 +45,7 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use std::sync::Arc;
 
 pub use error::ApiError;
+pub use metrics::ControlMetrics;
 pub use ops::launch::HostAssignment;
 pub use ops::{OpError, Ops, OpsConfig};
 
@@ -233,7 +241,29 @@ impl ControlPlane {
         };
         let ops = Ops::new(store, clock.clone(), ops_config);
         let statics = StaticCredentials::new(&config.credentials);
-        Self { shared: Arc::new(server::Shared { ops, config, statics, credentials, clock }) }
+        let metrics = ControlMetrics::default();
+        Self { shared: Arc::new(server::Shared { ops, config, statics, credentials, clock, metrics }) }
+    }
+
+    /// Records calls in `metrics` (registered by the caller, e.g. in the
+    /// process's Prometheus registry) instead of the plane's own.
+    pub fn with_metrics(mut self, metrics: ControlMetrics) -> Self {
+        match Arc::get_mut(&mut self.shared) {
+            Some(shared) => shared.metrics = metrics,
+            // `shared` is only shared once `router` consumed `self`.
+            None => tracing::warn!("control-plane metrics not replaced: the plane is already serving"),
+        }
+        self
+    }
+
+    /// The metrics calls are recorded in (clones share their values).
+    pub fn metrics(&self) -> &ControlMetrics {
+        &self.shared.metrics
+    }
+
+    /// Registers the plane's metrics in `registry`.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.shared.metrics.register(registry);
     }
 
     /// The store operations, for other front ends and tests.
@@ -242,7 +272,8 @@ impl ControlPlane {
     }
 
     /// The HTTP service: EC2 Query on `POST /` (and `GET /?…`), Lightsail
-    /// when `X-Amz-Target` is present.
+    /// when `X-Amz-Target` is present, CloudWatch by its target prefix, CBOR
+    /// path or signing service.
     pub fn router(self) -> axum::Router {
         server::router(self.shared)
     }

@@ -1,7 +1,13 @@
 //! The HTTP front door: one axum handler for every path that reads the body
 //! (bounded), authenticates, parses the EC2 parameters, dispatches by
 //! `Action`, and renders the XML answer or error. Requests carrying
-//! `X-Amz-Target` belong to the JSON protocols ([`crate::lightsail`]).
+//! `X-Amz-Target` belong to the JSON protocols ([`crate::lightsail`], or
+//! [`crate::cloudwatch`] for its target prefix); CloudWatch's CBOR path and
+//! its query form (signed for `monitoring`) go to [`crate::cloudwatch`] too.
+//!
+//! Every answered call is counted in [`ControlMetrics`] by API, action and
+//! error code, with its latency; the protocol handlers say which through a
+//! [`CallOutcome`] response extension.
 //!
 //! Each request gets a UUID request id (in the XML and the logs); every
 //! mutating call — and every authentication failure — leaves one audit
@@ -12,10 +18,11 @@
 use crate::auth::{self, Scope};
 use crate::ec2::{self, Cx};
 use crate::error::ApiError;
+use crate::metrics::{CallOutcome, ControlMetrics};
 use crate::ops::Ops;
 use crate::query::parse_form;
 use crate::xml::CONTENT_TYPE;
-use crate::{Caller, ControlConfig, CredentialSource, StaticCredentials, lightsail};
+use crate::{Caller, ControlConfig, CredentialSource, StaticCredentials, cloudwatch, lightsail};
 use axum::Router;
 use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
@@ -24,6 +31,10 @@ use http::{HeaderValue, Method, StatusCode, header};
 use imds_core::Clock;
 use imds_sigv4::RequestParts;
 use std::sync::Arc;
+use std::time::Instant;
+
+/// The `api` label of EC2 calls.
+const EC2_API_LABEL: &str = "ec2";
 
 /// Header naming a JSON-protocol operation (Lightsail, …).
 pub const X_AMZ_TARGET: &str = "x-amz-target";
@@ -40,11 +51,14 @@ pub struct Shared {
     pub credentials: Arc<dyn CredentialSource>,
     /// Time for signature checks.
     pub clock: Arc<dyn Clock>,
+    /// Calls and latency.
+    pub metrics: ControlMetrics,
 }
 
 impl Shared {
-    /// Authenticates a request for `service` (`ec2`, `lightsail`) against
-    /// the static credentials, then the credential source.
+    /// Authenticates a request for `service` (`ec2`, `lightsail`,
+    /// `monitoring`) against the static credentials, then the credential
+    /// source.
     pub fn authenticate(&self, parts: &RequestParts<'_>, service: &str) -> Result<Caller, ApiError> {
         let scope = Scope {
             service,
@@ -75,14 +89,36 @@ pub fn error_response(e: &ApiError, request_id: &str) -> Response {
     xml_response(e.status, e.to_xml(request_id))
 }
 
+/// An EC2 error answered before the action is known, with its outcome.
+fn early_error(e: &ApiError, request_id: &str) -> Response {
+    let mut r = error_response(e, request_id);
+    r.extensions_mut().insert(CallOutcome::new(EC2_API_LABEL, None, Some(e.code)));
+    r
+}
+
 async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    let started = Instant::now();
+    let response = dispatch(&shared, req).await;
+    let outcome = response.extensions().get::<CallOutcome>().copied().unwrap_or(CallOutcome::new(
+        EC2_API_LABEL,
+        None,
+        (!response.status().is_success()).then_some("unknown"),
+    ));
+    shared.metrics.record(outcome, started.elapsed());
+    response
+}
+
+async fn dispatch(shared: &Shared, req: Request) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
+    if let Some(protocol) = cloudwatch::protocol_of(&req) {
+        return cloudwatch::handle(shared, req, protocol, &request_id).await;
+    }
     if req.headers().contains_key(X_AMZ_TARGET) {
-        return lightsail::handle(&shared, req, &request_id).await;
+        return lightsail::handle(shared, req, &request_id).await;
     }
     let (parts, body) = req.into_parts();
     if parts.method != Method::POST && parts.method != Method::GET {
-        return error_response(&ApiError::method_not_allowed(parts.method.as_str()), &request_id);
+        return early_error(&ApiError::method_not_allowed(parts.method.as_str()), &request_id);
     }
     let limit = shared.config.max_body_bytes;
     let declared = parts
@@ -91,17 +127,22 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > u64::try_from(limit).unwrap_or(u64::MAX)) {
-        return error_response(&ApiError::body_too_large(limit), &request_id);
+        return early_error(&ApiError::body_too_large(limit), &request_id);
     }
     let body = match to_bytes(Body::new(body), limit).await {
         Ok(b) => b,
-        Err(_) => return error_response(&ApiError::body_too_large(limit), &request_id),
+        Err(_) => return early_error(&ApiError::body_too_large(limit), &request_id),
     };
-    let outcome = process(&shared, &parts, &body, &request_id).await;
-    match outcome {
-        Ok(xml) => xml_response(StatusCode::OK, xml),
-        Err(e) => error_response(&e, &request_id),
+    if cloudwatch::is_query(&parts, &body) {
+        return cloudwatch::handle_query(shared, &parts, &body, &request_id).await;
     }
+    let (outcome, action) = process(shared, &parts, &body, &request_id).await;
+    let (mut response, code) = match outcome {
+        Ok(xml) => (xml_response(StatusCode::OK, xml), None),
+        Err(e) => (error_response(&e, &request_id), Some(e.code)),
+    };
+    response.extensions_mut().insert(CallOutcome::new(EC2_API_LABEL, action, code));
+    response
 }
 
 /// What one request did, for the audit line.
@@ -114,14 +155,17 @@ struct Audit {
     resources: Vec<String>,
 }
 
+/// Runs one EC2 request; the result and the implemented action it named,
+/// if any (for the metrics).
 async fn process(
     shared: &Shared,
     parts: &http::request::Parts,
     body: &[u8],
     request_id: &str,
-) -> Result<String, ApiError> {
+) -> (Result<String, ApiError>, Option<&'static str>) {
     let mut audit = Audit::default();
     let result = run(shared, parts, body, request_id, &mut audit).await;
+    let action = audit.action.as_deref().and_then(ec2::find).map(|d| d.name);
     let code = match &result {
         Ok(_) => "Success",
         Err(e) => e.code,
@@ -139,7 +183,7 @@ async fn process(
             "ec2 api call"
         );
     }
-    result
+    (result, action)
 }
 
 async fn run(

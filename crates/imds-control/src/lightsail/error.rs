@@ -230,6 +230,24 @@ impl LsError {
         }
     }
 
+    /// Maps a usage-query failure: bad periods and ranges are
+    /// `InvalidInputException` with the usage crate's message, a store
+    /// failure a `ServiceException`.
+    pub fn from_usage(e: imds_usage::UsageError) -> Self {
+        match e.aws_code() {
+            Some(_) => Self::invalid(e.to_string()),
+            None => {
+                tracing::error!(error = %e, "reading usage data failed");
+                match e {
+                    imds_usage::UsageError::Store(imds_store::StoreError::Unavailable(_)) => {
+                        Self::unavailable()
+                    }
+                    _ => Self::internal(),
+                }
+            }
+        }
+    }
+
     /// The awsJson error body. `UnknownOperationException` is the bare
     /// `{"__type": …}` AWS's front end sends; every Lightsail shape has
     /// `code`, `docs`, `message` and `tip`. `operation` picks the `docs` page.
@@ -302,6 +320,16 @@ mod tests {
             LsError::unknown_operation().to_json(None),
             r#"{"__type":"com.amazon.coral.service#UnknownOperationException"}"#
         );
+    }
+
+    #[test]
+    fn usage_errors_are_invalid_input_or_service_faults() {
+        let e = LsError::from_usage(imds_usage::UsageError::InvalidPeriod(90));
+        assert_eq!((e.shape, e.code.as_str()), (Shape::InvalidInput, "InvalidInput"));
+        assert!(e.message.contains("multiple of 60"), "{}", e.message);
+        let e =
+            LsError::from_usage(imds_usage::UsageError::Store(imds_store::StoreError::Backend("x".into())));
+        assert_eq!(e.shape, Shape::Service);
     }
 
     #[test]

@@ -101,6 +101,18 @@ impl<'a> Input<'a> {
         }
     }
 
+    /// An optional number member (integer or fraction), e.g. a timestamp
+    /// in epoch seconds.
+    pub fn number(&self, member: &str) -> Result<Option<f64>, LsError> {
+        match self.get(member) {
+            None => Ok(None),
+            Some(Value::Number(n)) => {
+                n.as_f64().map(Some).ok_or_else(|| LsError::wrong_type(&self.name(member), "a number"))
+            }
+            Some(_) => Err(LsError::wrong_type(&self.name(member), "a number")),
+        }
+    }
+
     /// An optional list member.
     pub fn list(&self, member: &str) -> Result<Option<&'a Vec<Value>>, LsError> {
         match self.get(member) {
@@ -167,6 +179,15 @@ mod tests {
         assert!(i.int("e").is_err());
         assert!(i.int("big").unwrap_err().message.contains("out of range"));
         assert_eq!(i.int("neg").unwrap(), Some(-3));
+    }
+
+    #[test]
+    fn numbers_may_have_fractions() {
+        let v = input(r#"{"t": 1704164645, "f": 1704164645.5, "s": "1"}"#);
+        let i = Input::new(&v, "", &["t", "f", "s"]).unwrap();
+        assert_eq!(i.number("t").unwrap(), Some(1_704_164_645.0));
+        assert_eq!(i.number("f").unwrap(), Some(1_704_164_645.5));
+        assert_eq!(i.number("s").unwrap_err().code, "InvalidParameterType");
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //! any instance and `DescribeInstances` lists them too.
 //!
 //! Operations: `CreateInstances`, `GetInstance`, `GetInstances`,
-//! `UpdateInstanceMetadataOptions` and `DeleteInstance` (spec §12); every
-//! other target is answered with `UnknownOperationException`.
+//! `UpdateInstanceMetadataOptions` and `DeleteInstance` (spec §12), and
+//! `GetInstanceMetricData` for `MetadataNoToken`; every other target is
+//! answered with `UnknownOperationException`.
 //!
 //! A request is handled in this order: bounded body, SigV4
 //! authentication (failures are `UnauthenticatedException`), the
@@ -18,16 +19,19 @@
 //!
 //! Layers: [`error`] (error shapes and bodies), [`input`] (strict JSON
 //! input), [`catalog`] (bundles, blueprints, names), [`render`] (response
-//! shapes), `instances` (the operations).
+//! shapes), `instances` (the instance operations), `metrics`
+//! (`GetInstanceMetricData`).
 
 pub mod catalog;
 pub mod error;
 pub mod input;
 mod instances;
+mod metrics;
 pub mod render;
 
 use crate::Caller;
 use crate::auth::{self, Check};
+use crate::metrics::CallOutcome;
 use crate::ops::Ops;
 use crate::server::Shared;
 use axum::body::{Body, to_bytes};
@@ -58,6 +62,7 @@ const OPERATIONS: &[OperationDef] = &[
     OperationDef { name: "CreateInstances", mutating: true },
     OperationDef { name: "DeleteInstance", mutating: true },
     OperationDef { name: "GetInstance", mutating: false },
+    OperationDef { name: "GetInstanceMetricData", mutating: false },
     OperationDef { name: "GetInstances", mutating: false },
     OperationDef { name: "UpdateInstanceMetadataOptions", mutating: true },
 ];
@@ -122,9 +127,13 @@ fn json_response(status: StatusCode, body: String, request_id: &str) -> Response
     r
 }
 
-/// Renders a Lightsail error; `operation` picks the `docs` link.
+/// Renders a Lightsail error; `operation` picks the `docs` link. The
+/// response carries a [`CallOutcome`] without action (`handle` replaces
+/// it once the operation is known).
 pub fn error_response(e: &LsError, operation: Option<&str>, request_id: &str) -> Response {
-    json_response(e.shape.status(), e.to_json(operation), request_id)
+    let mut r = json_response(e.shape.status(), e.to_json(operation), request_id);
+    r.extensions_mut().insert(CallOutcome::new(API_LABEL, None, Some(e.shape.type_name())));
+    r
 }
 
 /// What one request did, for the audit line.
@@ -136,6 +145,9 @@ struct Audit {
     mutating: bool,
     resources: Vec<String>,
 }
+
+/// The `api` label of this API's metrics.
+pub const API_LABEL: &str = "lightsail";
 
 /// Handles a request that carries `X-Amz-Target`.
 pub async fn handle(shared: &Shared, req: Request, request_id: &str) -> Response {
@@ -186,10 +198,12 @@ pub async fn handle(shared: &Shared, req: Request, request_id: &str) -> Response
             "lightsail api call"
         );
     }
-    match result {
-        Ok(json) => json_response(StatusCode::OK, json, request_id),
-        Err(e) => error_response(&e, audit.operation, request_id),
-    }
+    let (mut response, code) = match result {
+        Ok(json) => (json_response(StatusCode::OK, json, request_id), None),
+        Err(e) => (error_response(&e, audit.operation, request_id), Some(e.shape.type_name())),
+    };
+    response.extensions_mut().insert(CallOutcome::new(API_LABEL, audit.operation, code));
+    response
 }
 
 async fn process(
@@ -234,7 +248,10 @@ async fn process(
         operation: def.name,
         touched: Vec::new(),
     };
-    let result = instances::dispatch(&mut cx, &value).await;
+    let result = match def.name {
+        "GetInstanceMetricData" => metrics::get_instance_metric_data(&mut cx, &value).await,
+        _ => instances::dispatch(&mut cx, &value).await,
+    };
     audit.resources = cx.touched;
     result
 }
