@@ -1,10 +1,17 @@
 """botocore's InstanceMetadataProvider keeps working across a rotation of
 the role credentials. imdsd is configured to mint credentials that live
 901 s and are replaced 900 s before expiry, i.e. a new set every second, so
-rotation is observed without long sleeps; botocore, seeing credentials
-within its 15-minute advisory window, refreshes on every use."""
+rotation is observed without long sleeps. botocore's own clock is moved 400 s
+ahead (its `time_fetcher`, the clock it judges expiry by), which puts the
+credentials inside its refresh window, so it refreshes as it would a few
+hours into a real instance's life. (Without that, botocore randomly rewrites
+the expiry of credentials that expire within 12 to 20 minutes, and refreshes
+only minutes later.)"""
 
+import datetime
 import time
+
+from dateutil.tz import tzlocal
 
 import botocore.session
 
@@ -30,6 +37,7 @@ def test_refreshable_credentials_follow_a_rotation():
         )
         creds = InstanceMetadataProvider(iam_role_fetcher=fetcher).load()
         first = creds.get_frozen_credentials()
+        creds._time_fetcher = lambda: datetime.datetime.now(tzlocal()) + datetime.timedelta(seconds=400)
         assert first.access_key.startswith("ASIA")
         deadline = time.monotonic() + 15
         while True:
