@@ -531,7 +531,12 @@ impl Agent {
             compares.push(Compare::ModRevision(records::instance_key(&ack.id), ack.revision));
             ops.push(Op::put(records::status_key(&ack.id), value));
         }
-        if self.store.txn(compares.clone(), ops.clone()).await?.is_some() {
+        if let Some(ack_revision) = self.store.txn(compares.clone(), ops.clone()).await? {
+            // Everything committed after the newest change acknowledged here,
+            // up to this ack, is what the agent has not caught up with yet.
+            let newest = acks.iter().map(|a| a.revision).max().unwrap_or(ack_revision);
+            let lag = ack_revision.saturating_sub(newest).saturating_sub(1);
+            self.cfg.metrics.watch_lag_revisions.set(i64::try_from(lag).unwrap_or(i64::MAX));
             return Ok(());
         }
         // Some record changed meanwhile: ack the others one by one; the

@@ -14,6 +14,9 @@ pub struct AgentMetrics {
     pub apply_seconds: Histogram,
     /// Store revision of the last change applied.
     pub applied_revision: Gauge,
+    /// Watch lag: store revisions committed between the newest change the
+    /// agent acknowledged and its acknowledgement (0 when it keeps up).
+    pub watch_lag_revisions: Gauge,
     /// Full relists (lost or compacted watch, or a store error).
     pub relists: Counter,
     /// Instance changes applied.
@@ -27,6 +30,7 @@ impl Default for AgentMetrics {
         Self {
             apply_seconds: Histogram::new(buckets()),
             applied_revision: Gauge::default(),
+            watch_lag_revisions: Gauge::default(),
             relists: Counter::default(),
             instance_changes: Counter::default(),
         }
@@ -45,6 +49,11 @@ impl AgentMetrics {
             "imds_agent_applied_revision",
             "Store revision of the last change applied",
             self.applied_revision.clone(),
+        );
+        registry.register(
+            "imds_agent_watch_lag_revisions",
+            "Store revisions committed between the newest change acknowledged and the acknowledgement",
+            self.watch_lag_revisions.clone(),
         );
         registry.register("imds_agent_relists", "Full relists of the store", self.relists.clone());
         registry.register(

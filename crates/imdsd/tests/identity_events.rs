@@ -243,3 +243,35 @@ fn the_admin_api_refuses_cross_site_changes() {
     );
     assert_eq!(imds_testkit::raw_request(s.admin, rotate.as_bytes()).unwrap().status, 415);
 }
+
+#[test]
+fn the_v1_caller_report_names_the_user_agent_and_the_safe_instances() {
+    let s = ImdsdBuilder::new(BIN).demo().start().unwrap();
+    let before = imdsd_cmd(&s, &["report", "v1-callers", "--since", "1h"]);
+    assert!(before.contains(&format!("safe for --http-tokens required): {DEMO}")), "{before}");
+    for _ in 0..3 {
+        let r = get(s.data_v4(), "/latest/meta-data/ami-id", &["User-Agent: legacy-inventory/2.3"]).unwrap();
+        assert_eq!(r.status, 200);
+    }
+    // The recorder flushes every 10 s; the report reads what was flushed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let report: serde_json::Value = loop {
+        let text = imdsd_cmd(&s, &["report", "v1-callers", "--instance", DEMO, "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        if v["instances"].as_array().is_some_and(|a| !a.is_empty()) {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "no IMDSv1 caller reported: {text}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let inst = &report["instances"][0];
+    assert_eq!(inst["instance_id"], DEMO);
+    assert_eq!(inst["no_token_requests"], 3);
+    let caller = &inst["callers"][0];
+    assert_eq!(caller["user_agent"], "legacy-inventory/2.3");
+    assert_eq!(caller["source"], "127.0.0.1");
+    assert_eq!(caller["count"], 3);
+    assert!(report["no_imdsv1_calls"].as_array().unwrap().is_empty());
+    let table = imdsd_cmd(&s, &["report", "v1-callers"]);
+    assert!(table.contains("legacy-inventory/2.3") && table.contains("/latest/meta-data/ami-id"), "{table}");
+}
