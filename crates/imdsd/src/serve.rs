@@ -295,24 +295,29 @@ pub async fn run_mode(mode: Mode, args: ServeArgs) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let admin_state = Arc::new(AdminState { registry, ready: AtomicBool::new(false) });
 
-    let mut agent = Agent::new(
-        Arc::clone(&store),
-        Arc::clone(&dp),
-        Arc::clone(&clock),
-        AgentConfig {
-            host_id: host_id.clone(),
-            placement: match &mode {
-                Mode::Agent { host_id, .. } => Placement::Host(host_id.clone()),
-                _ => Placement::All,
+    // A control-only process serves no instance: no agent (and so no
+    // credential manager minting for a host that is not one).
+    let agent = if mode.runs_data() {
+        let mut agent = Agent::new(
+            Arc::clone(&store),
+            Arc::clone(&dp),
+            Arc::clone(&clock),
+            AgentConfig {
+                host_id: host_id.clone(),
+                placement: match &mode {
+                    Mode::Agent { host_id, .. } => Placement::Host(host_id.clone()),
+                    _ => Placement::All,
+                },
+                credentials: settings.credentials.clone(),
+                token_key_rotation: settings.token_key_rotation,
+                metrics: agent_metrics,
             },
-            credentials: settings.credentials.clone(),
-            token_key_rotation: settings.token_key_rotation,
-            metrics: agent_metrics,
-        },
-    );
-    if mode.runs_data() {
+        );
         agent.sync().await.context("initial sync with the store failed")?;
-    }
+        Some(agent)
+    } else {
+        None
+    };
     // The data plane now serves what the store holds.
     admin_state.ready.store(true, Ordering::Release);
 
@@ -370,7 +375,7 @@ pub async fn run_mode(mode: Mode, args: ServeArgs) -> anyhow::Result<()> {
         stop_rx.clone(),
     ));
     println!("listening admin http://{admin_addr}");
-    let agent_task = mode.runs_data().then(|| tokio::spawn(agent.run(stop_rx.clone())));
+    let agent_task = agent.map(|agent| tokio::spawn(agent.run(stop_rx.clone())));
     let usage_task = tokio::spawn(Arc::clone(&usage).run(stop_rx.clone()));
     tracing::info!(mode = ?mode, "imdsd is serving");
 
