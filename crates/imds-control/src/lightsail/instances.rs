@@ -15,11 +15,11 @@ use super::input::Input;
 use super::render::{self, Operation};
 use crate::auth::Check;
 use crate::ops::launch::{InterfaceSpec, LaunchSpec, OptionsRequest, PlacementSpec, Prepared};
-use crate::ops::{InstanceView, OpError, Visibility};
+use crate::ops::{Change, InstanceView, OpError, Visibility};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use imds_core::instance::USER_DATA_MAX_BYTES;
-use imds_core::{Enabled, HopLimit, HttpTokens, InstanceState, LightsailInfo};
+use imds_core::{Enabled, HopLimit, HttpTokens, InstanceId, InstanceRecord, InstanceState, LightsailInfo};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -342,6 +342,39 @@ fn options_change(input: &Input<'_>) -> Result<OptionsChange, LsError> {
     })
 }
 
+/// Applies `edit` to the live instance `id` by compare-and-set, as long as
+/// it is still the one named `name` and the caller may act on it (checked
+/// again on every attempt); a vanished instance is `NotFoundException`.
+async fn update_named(
+    cx: &Cx<'_>,
+    name: &str,
+    id: &InstanceId,
+    edit: impl Fn(&mut InstanceRecord),
+) -> Result<Vec<Change>, LsError> {
+    cx.ops
+        .update::<LsError, _>(std::slice::from_ref(id), Visibility::LiveOnly, |views| {
+            let mut out = Vec::with_capacity(views.len());
+            for v in views {
+                let info = v
+                    .record
+                    .lightsail
+                    .as_ref()
+                    .filter(|l| l.name == name)
+                    .ok_or_else(|| LsError::not_found("Instance", name))?;
+                cx.authorize(vec![cx.instance_check(&v.record, info)])?;
+                let mut r = v.record.clone();
+                edit(&mut r);
+                out.push(r);
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| match e.shape {
+            super::error::Shape::NotFound => LsError::not_found("Instance", name),
+            _ => e,
+        })
+}
+
 /// `UpdateInstanceMetadataOptions`: answers the singular `operation`.
 async fn update_metadata_options(cx: &mut Cx<'_>, value: &Value) -> Result<String, LsError> {
     let input = Input::new(
@@ -358,36 +391,14 @@ async fn update_metadata_options(cx: &mut Cx<'_>, value: &Value) -> Result<Strin
     {
         return Err(LsError::from_op(OpError::HttpTokensEnforced, None));
     }
-    let id = view.record.instance_id.clone();
-    let changes = {
-        let cx = &*cx;
-        cx.ops
-            .update::<LsError, _>(std::slice::from_ref(&id), Visibility::LiveOnly, |views| {
-                let mut out = Vec::with_capacity(views.len());
-                for v in views {
-                    let info = v
-                        .record
-                        .lightsail
-                        .as_ref()
-                        .filter(|l| l.name == name)
-                        .ok_or_else(|| LsError::not_found("Instance", name))?;
-                    cx.authorize(vec![cx.instance_check(&v.record, info)])?;
-                    let mut r = v.record.clone();
-                    let o = &mut r.metadata_options;
-                    o.http_tokens = change.http_tokens.unwrap_or(o.http_tokens);
-                    o.http_endpoint = change.http_endpoint.unwrap_or(o.http_endpoint);
-                    o.http_put_response_hop_limit = change.hop_limit.unwrap_or(o.http_put_response_hop_limit);
-                    o.http_protocol_ipv6 = change.http_protocol_ipv6.unwrap_or(o.http_protocol_ipv6);
-                    out.push(r);
-                }
-                Ok(out)
-            })
-            .await
-            .map_err(|e| match e.shape {
-                super::error::Shape::NotFound => LsError::not_found("Instance", name),
-                _ => e,
-            })?
-    };
+    let changes = update_named(cx, name, &view.record.instance_id, |o| {
+        let o = &mut o.metadata_options;
+        o.http_tokens = change.http_tokens.unwrap_or(o.http_tokens);
+        o.http_endpoint = change.http_endpoint.unwrap_or(o.http_endpoint);
+        o.http_put_response_hop_limit = change.hop_limit.unwrap_or(o.http_put_response_hop_limit);
+        o.http_protocol_ipv6 = change.http_protocol_ipv6.unwrap_or(o.http_protocol_ipv6);
+    })
+    .await?;
     cx.touched = vec![name.to_owned()];
     let record = changes.first().map(|c| &c.after).ok_or_else(|| LsError::not_found("Instance", name))?;
     #[derive(Serialize)]
@@ -407,32 +418,8 @@ async fn delete_instance(cx: &mut Cx<'_>, value: &Value) -> Result<String, LsErr
     let name = instance_name(&input)?;
     input.bool("forceDeleteAddOns")?;
     let (view, _) = named(cx, name).await?;
-    let id = view.record.instance_id.clone();
-    let changes = {
-        let cx = &*cx;
-        cx.ops
-            .update::<LsError, _>(std::slice::from_ref(&id), Visibility::LiveOnly, |views| {
-                let mut out = Vec::with_capacity(views.len());
-                for v in views {
-                    let info = v
-                        .record
-                        .lightsail
-                        .as_ref()
-                        .filter(|l| l.name == name)
-                        .ok_or_else(|| LsError::not_found("Instance", name))?;
-                    cx.authorize(vec![cx.instance_check(&v.record, info)])?;
-                    let mut r = v.record.clone();
-                    r.state = InstanceState::Terminated;
-                    out.push(r);
-                }
-                Ok(out)
-            })
-            .await
-            .map_err(|e| match e.shape {
-                super::error::Shape::NotFound => LsError::not_found("Instance", name),
-                _ => e,
-            })?
-    };
+    let changes =
+        update_named(cx, name, &view.record.instance_id, |r| r.state = InstanceState::Terminated).await?;
     cx.touched = vec![name.to_owned()];
     let now = cx.ops.clock().now_millis();
     let operations =
