@@ -376,7 +376,9 @@ pub async fn run_mode(mode: Mode, args: ServeArgs) -> anyhow::Result<()> {
     ));
     println!("listening admin http://{admin_addr}");
     let agent_task = agent.map(|agent| tokio::spawn(agent.run(stop_rx.clone())));
-    let usage_task = tokio::spawn(Arc::clone(&usage).run(stop_rx.clone()));
+    // Only a process that serves instances records IMDSv1 use; a control
+    // process would otherwise repeat the agents' flushes and retention sweeps.
+    let usage_task = mode.runs_data().then(|| tokio::spawn(Arc::clone(&usage).run(stop_rx.clone())));
     tracing::info!(mode = ?mode, "imdsd is serving");
 
     loop {
@@ -411,7 +413,9 @@ pub async fn run_mode(mode: Mode, args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     // The recorder flushes what it counted before it returns.
-    let _ = usage_task.await;
+    if let Some(task) = usage_task {
+        let _ = task.await;
+    }
     if let Some(lease) = lease {
         // Leaving on purpose: the host is gone at once, not after the TTL.
         let _ = lease.revoke().await;
