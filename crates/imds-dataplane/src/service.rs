@@ -129,9 +129,9 @@ fn route(
     let v2 = remaining.is_some();
     let mut resp = match route {
         Route::VersionList => text(VERSION_LIST.clone(), TEXT_PLAIN),
-        Route::Tree(p) => match snap.tree.get(p) {
+        Route::Tree(p) => match snap.tree().get(p) {
             Some(node) => match node.body(v2) {
-                Some(body) => text(body.clone(), node.content_type()),
+                Some(body) => text(body, node.content_type()),
                 None => empty(StatusCode::INTERNAL_SERVER_ERROR),
             },
             None => html(StatusCode::NOT_FOUND, NOT_FOUND_HTML),

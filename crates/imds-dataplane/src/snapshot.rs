@@ -33,7 +33,7 @@ pub struct InstanceSnapshot {
     /// Source networks that identify the instance.
     pub sources: Vec<IpNet>,
     /// Rendered metadata.
-    pub tree: MetadataTree,
+    tree: MetadataTree,
 }
 
 impl InstanceSnapshot {
@@ -47,6 +47,11 @@ impl InstanceSnapshot {
             sources: record.source_networks(),
             tree: MetadataTree::render(record, inputs),
         }
+    }
+
+    /// The instance's metadata tree.
+    pub fn tree(&self) -> &MetadataTree {
+        &self.tree
     }
 }
 

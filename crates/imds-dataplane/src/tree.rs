@@ -107,11 +107,11 @@ impl Node {
     /// The response body for a request that did (`imdsv2 = true`) or did
     /// not carry a valid token; only role credentials differ.
     /// `None` only when a lazy leaf failed to compute.
-    pub fn body(&self, imdsv2: bool) -> Option<&Bytes> {
+    pub fn body(&self, imdsv2: bool) -> Option<Bytes> {
         match self {
-            Node::Leaf { body, .. } | Node::Dir(body) => Some(body),
-            Node::RoleCredentials { imdsv1, imdsv2: v2 } => Some(if imdsv2 { v2 } else { imdsv1 }),
-            Node::Lazy(leaf) => leaf.get(),
+            Node::Leaf { body, .. } | Node::Dir(body) => Some(body.clone()),
+            Node::RoleCredentials { imdsv1, imdsv2: v2 } => Some(if imdsv2 { v2 } else { imdsv1 }.clone()),
+            Node::Lazy(leaf) => leaf.get().cloned(),
         }
     }
 
@@ -1110,8 +1110,8 @@ mod tests {
         assert_eq!(text(&tree, "meta-data/iam"), "info\nsecurity-credentials/");
         assert_eq!(text(&tree, "meta-data/iam/security-credentials"), "demo-role");
         let node = tree.get("meta-data/iam/security-credentials/demo-role").unwrap();
-        let v1 = std::str::from_utf8(node.body(false).unwrap()).unwrap();
-        let v2 = std::str::from_utf8(node.body(true).unwrap()).unwrap();
+        let v1 = String::from_utf8(node.body(false).unwrap().to_vec()).unwrap();
+        let v2 = String::from_utf8(node.body(true).unwrap().to_vec()).unwrap();
         assert_eq!(v1, docs::role_credentials(&creds("ASIAV1", 1_700_000_000)));
         assert_eq!(v2, docs::role_credentials(&creds("ASIAV2", 1_700_000_050)));
         assert_eq!(node.content_type(), TEXT_PLAIN);
@@ -1126,7 +1126,7 @@ mod tests {
         let tree = render_without_creds(&sample());
         let node = tree.get("meta-data/iam/security-credentials/demo-role").unwrap();
         for v2 in [false, true] {
-            let body = std::str::from_utf8(node.body(v2).unwrap()).unwrap();
+            let body = String::from_utf8(node.body(v2).unwrap().to_vec()).unwrap();
             assert_eq!(body, docs::credentials_error("demo-role", NOW));
         }
         assert_eq!(
