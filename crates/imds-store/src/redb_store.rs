@@ -33,6 +33,12 @@ const META_LAYOUT: &str = "layout";
 const LAYOUT_VERSION: u64 = 1;
 /// Permissions of the database file.
 const FILE_MODE: u32 = 0o600;
+/// redb's page cache (reads 90 %, write buffer 10 %). redb's default is
+/// 1 GiB, which a 100,000-instance store fills by being listed once at
+/// start: RSS that grows with the fleet for pages read once. Listing is a
+/// sequential scan and the hot reads (point lookups by key) touch few
+/// pages, so a small cache serves them as well.
+const CACHE_BYTES: usize = 32 << 20;
 
 /// A [`Store`] in one redb file. Cloning gives another handle to the same
 /// open database; the file stays locked against other processes while any
@@ -81,7 +87,7 @@ impl RedbStore {
             tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o7777), "store file was accessible to others; setting mode 0600");
             file.set_permissions(Permissions::from_mode(FILE_MODE))?;
         }
-        let db = redb::Builder::new().create_file(file).map_err(|e| match e {
+        let db = redb::Builder::new().set_cache_size(CACHE_BYTES).create_file(file).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => {
                 StoreError::Backend(format!("{} is already open in another process", path.display()))
             }
