@@ -266,6 +266,28 @@ impl ApiError {
         }
     }
 
+    /// `RequestLimitExceeded` (503): the caller's request-rate bucket is
+    /// empty. botocore retries it with backoff (`_retry.json`, and its
+    /// standard mode counts it as throttling).
+    pub fn request_limit_exceeded() -> Self {
+        Self {
+            code: "RequestLimitExceeded",
+            message: "Request limit exceeded.".to_owned(),
+            status: StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// `ServiceUnavailable` (503, "a temporary failure of the server" in
+    /// EC2's catalogue, which has no timeout code): the request did not
+    /// complete within the deadline. SDKs retry 503s.
+    pub fn request_timeout(secs: f64) -> Self {
+        Self {
+            code: "ServiceUnavailable",
+            message: format!("The request did not complete within {secs} seconds."),
+            status: StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
     /// The EC2 error document (§1.3 of the spec).
     pub fn to_xml(&self, request_id: &str) -> String {
         format!(
@@ -363,6 +385,8 @@ mod tests {
         assert_eq!(ApiError::internal().status.as_u16(), 500);
         assert_eq!(ApiError::unavailable().status.as_u16(), 503);
         assert_eq!(ApiError::body_too_large(1).status.as_u16(), 413);
+        assert_eq!(ApiError::request_limit_exceeded().status.as_u16(), 503);
+        assert_eq!(ApiError::request_timeout(1.0).status.as_u16(), 503);
         // A verifier can never turn an error into a success or a 5xx.
         assert_eq!(ApiError::signature("X", 200, "m").status.as_u16(), 401);
         assert_eq!(ApiError::signature("X", 403, "m").status.as_u16(), 403);

@@ -21,7 +21,9 @@
 //! * [`cloudwatch`]: CloudWatch's metric read API (`GetMetricStatistics`,
 //!   `GetMetricData`, `ListMetrics`) for `AWS/EC2` `MetadataNoToken` in
 //!   JSON 1.0, RPC v2 CBOR and query;
-//! * [`metrics`]: Prometheus counters and latency of every API call.
+//! * [`metrics`]: Prometheus counters and latency of every API call;
+//! * [`limits`]: the per-credential rate limit and the request time
+//!   limits, reloadable.
 //!
 //! It does not own the data plane, the agent that applies specs, or the
 //! store backends. The store layout it adds is documented in [`ops`].
@@ -32,6 +34,7 @@ mod ec2;
 pub mod error;
 mod ids;
 pub mod lightsail;
+pub mod limits;
 pub mod metrics;
 pub mod ops;
 pub mod query;
@@ -45,6 +48,7 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use std::sync::Arc;
 
 pub use error::ApiError;
+pub use limits::{ControlLimits, LimitsHandle};
 pub use metrics::ControlMetrics;
 pub use ops::launch::HostAssignment;
 pub use ops::{OpError, Ops, OpsConfig};
@@ -72,6 +76,9 @@ pub struct ControlConfig {
     /// How launches choose a host: [`HostAssignment::None`] for `imdsd
     /// serve`, [`HostAssignment::LiveHosts`] for a fleet's `imdsd control`.
     pub host_assignment: HostAssignment,
+    /// Rate limit and time limits of the listener (the starting values;
+    /// [`ControlPlane::limits`] changes them while serving).
+    pub limits: ControlLimits,
 }
 
 /// Default body limit: 1 MiB.
@@ -91,6 +98,7 @@ impl Default for ControlConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             clock_skew_secs: imds_sigv4::MAX_SKEW_SECS,
             host_assignment: HostAssignment::None,
+            limits: ControlLimits::default(),
         }
     }
 }
@@ -106,6 +114,7 @@ impl std::fmt::Debug for ControlConfig {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("clock_skew_secs", &self.clock_skew_secs)
             .field("host_assignment", &self.host_assignment)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -242,7 +251,16 @@ impl ControlPlane {
         let ops = Ops::new(store, clock.clone(), ops_config);
         let statics = StaticCredentials::new(&config.credentials);
         let metrics = ControlMetrics::default();
-        Self { shared: Arc::new(server::Shared { ops, config, statics, credentials, clock, metrics }) }
+        let limits = LimitsHandle::new(config.limits);
+        Self {
+            shared: Arc::new(server::Shared { ops, config, statics, credentials, clock, metrics, limits }),
+        }
+    }
+
+    /// The limits in force; keep it to change them while the plane serves
+    /// (config reload) and to give it to [`server::serve`].
+    pub fn limits(&self) -> LimitsHandle {
+        self.shared.limits.clone()
     }
 
     /// Records calls in `metrics` (registered by the caller, e.g. in the

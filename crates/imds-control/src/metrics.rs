@@ -1,5 +1,6 @@
 //! Prometheus metrics of the control plane: calls by API, action and
-//! error code, and the request latency.
+//! error code, the request latency, and the requests the rate limit
+//! refused (by API and bucket).
 //!
 //! Every label comes from a closed set, so a client cannot grow the
 //! metric families: `api` is `ec2`, `lightsail` or `cloudwatch`; `action`
@@ -71,6 +72,16 @@ pub struct LatencyLabels {
     pub action: &'static str,
 }
 
+/// Labels of `imds_control_throttled_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ThrottleLabels {
+    /// `ec2`, `lightsail` or `cloudwatch`.
+    pub api: &'static str,
+    /// `credential` (an authenticated key's bucket) or `source` (failed
+    /// authentication, charged to the source address).
+    pub bucket: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
 }
@@ -83,6 +94,8 @@ pub struct ControlMetrics {
     pub calls: Family<CallLabels, Counter>,
     /// Time from the request's arrival to its answer, by API and action.
     pub latency: Family<LatencyLabels, Histogram, fn() -> Histogram>,
+    /// Requests refused by the rate limit, by API and bucket.
+    pub throttled: Family<ThrottleLabels, Counter>,
 }
 
 impl Default for ControlMetrics {
@@ -90,6 +103,7 @@ impl Default for ControlMetrics {
         Self {
             calls: Family::default(),
             latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            throttled: Family::default(),
         }
     }
 }
@@ -107,6 +121,16 @@ impl ControlMetrics {
             "Control-plane request latency, by API and action",
             self.latency.clone(),
         );
+        registry.register(
+            "imds_control_throttled",
+            "Control-plane requests refused by the rate limit, by API and bucket (credential or source)",
+            self.throttled.clone(),
+        );
+    }
+
+    /// Counts one request refused by the rate limit.
+    pub fn throttle(&self, api: &'static str, bucket: &'static str) {
+        self.throttled.get_or_create(&ThrottleLabels { api, bucket }).inc();
     }
 
     /// Records one answered call.
@@ -131,6 +155,7 @@ mod tests {
         m.register(&mut registry);
         m.record(CallOutcome::new("cloudwatch", Some("GetMetricStatistics"), None), Duration::from_millis(3));
         m.record(CallOutcome::new("ec2", None, Some("InvalidAction")), Duration::from_millis(1));
+        m.throttle("lightsail", "credential");
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         assert!(
@@ -143,6 +168,10 @@ mod tests {
             text.contains(
                 "imds_control_calls_total{api=\"ec2\",action=\"unknown\",code=\"InvalidAction\"} 1"
             ),
+            "{text}"
+        );
+        assert!(
+            text.contains("imds_control_throttled_total{api=\"lightsail\",bucket=\"credential\"} 1"),
             "{text}"
         );
         assert!(

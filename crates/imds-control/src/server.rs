@@ -14,10 +14,21 @@
 //! line at `info` (target `imds_control::audit`) with access key,
 //! principal, action, instance ids, result code and request id. Secrets,
 //! bodies and user data are never logged.
+//!
+//! Admission ([`crate::limits`]): every protocol charges a request to the
+//! rate-limit bucket of its authenticated key (or, when authentication
+//! fails, of its source) through [`Shared::admit`] right after
+//! authentication, and answers an empty bucket with its own throttling
+//! error. [`handle`] puts a deadline on the whole request (body, handling,
+//! answer) and answers a late one with a retryable 5xx in the protocol's
+//! shape and `Connection: close`; [`serve`] runs the listener with hyper's
+//! header-read timeout, so a client that sends its head slowly (slowloris)
+//! or idles on a kept-alive connection is disconnected.
 
 use crate::auth::{self, Scope};
 use crate::ec2::{self, Cx};
 use crate::error::ApiError;
+use crate::limits::LimitsHandle;
 use crate::metrics::{CallOutcome, ControlMetrics};
 use crate::ops::Ops;
 use crate::query::parse_form;
@@ -30,11 +41,16 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, Method, StatusCode, header};
 use imds_core::Clock;
 use imds_sigv4::RequestParts;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 /// The `api` label of EC2 calls.
 const EC2_API_LABEL: &str = "ec2";
+
+/// The code of [`ApiError::request_limit_exceeded`].
+const THROTTLED: &str = "RequestLimitExceeded";
 
 /// Header naming a JSON-protocol operation (Lightsail, …).
 pub const X_AMZ_TARGET: &str = "x-amz-target";
@@ -53,6 +69,18 @@ pub struct Shared {
     pub clock: Arc<dyn Clock>,
     /// Calls and latency.
     pub metrics: ControlMetrics,
+    /// Rate limit and time limits (reloadable).
+    pub limits: LimitsHandle,
+}
+
+/// The peer of the connection a request came on (a request extension set
+/// by [`serve`]); requests without it share one source bucket.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// The source address of a request, if [`serve`] recorded it.
+fn source_of(parts: &http::request::Parts) -> Option<IpAddr> {
+    parts.extensions.get::<PeerAddr>().map(|p| p.0.ip())
 }
 
 impl Shared {
@@ -68,6 +96,27 @@ impl Shared {
         let now = i64::try_from(self.clock.now_secs()).unwrap_or(i64::MAX);
         let lookup = |key: &str| self.statics.lookup(key).or_else(|| self.credentials.lookup(key));
         auth::authenticate(parts, &lookup, scope, now)
+    }
+
+    /// Charges a request to the bucket of its authenticated key, or of its
+    /// source when authentication failed (`access_key_id` `None`); `false`
+    /// (and one count in `imds_control_throttled_total`) when that bucket
+    /// is empty and the request must be refused with the protocol's
+    /// throttling error.
+    pub fn admit(
+        &self,
+        api: &'static str,
+        access_key_id: Option<&str>,
+        parts: &http::request::Parts,
+    ) -> bool {
+        match self.limits.admit(access_key_id, source_of(parts)) {
+            Ok(()) => true,
+            Err(bucket) => {
+                self.metrics.throttle(api, bucket.label());
+                tracing::debug!(api, bucket = bucket.label(), access_key_id, "request throttled");
+                false
+            }
+        }
     }
 }
 
@@ -98,7 +147,16 @@ fn early_error(e: &ApiError, request_id: &str) -> Response {
 
 async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let started = Instant::now();
-    let response = dispatch(&shared, req).await;
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let deadline = shared.limits.limits().request_timeout;
+    let api = Api::of(&req);
+    let response = match tokio::time::timeout(deadline, dispatch(&shared, req, &request_id)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(request_id, api = ?api, "request cut off at the deadline");
+            timed_out(api, deadline, &request_id)
+        }
+    };
     let outcome = response.extensions().get::<CallOutcome>().copied().unwrap_or(CallOutcome::new(
         EC2_API_LABEL,
         None,
@@ -108,17 +166,65 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     response
 }
 
-async fn dispatch(shared: &Shared, req: Request) -> Response {
-    let request_id = uuid::Uuid::new_v4().to_string();
+/// Which protocol a request speaks, as far as its head tells (for the
+/// shape of an answer given before the protocol handler could).
+#[derive(Debug, Clone, Copy)]
+enum Api {
+    Ec2,
+    Lightsail,
+    CloudWatch(cloudwatch::render::Protocol),
+}
+
+impl Api {
+    fn of(req: &Request) -> Self {
+        if let Some(protocol) = cloudwatch::protocol_of(req) {
+            return Self::CloudWatch(protocol);
+        }
+        if req.headers().contains_key(X_AMZ_TARGET) {
+            return Self::Lightsail;
+        }
+        // A form request signed for CloudWatch names its service in the
+        // credential scope of the `Authorization` header.
+        let monitoring = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains(&format!("/{}/aws4_request", cloudwatch::SIGNING_SERVICE)));
+        if monitoring { Self::CloudWatch(cloudwatch::render::Protocol::Query) } else { Self::Ec2 }
+    }
+}
+
+/// The answer to a request that missed its deadline: a retryable 5xx in
+/// the protocol's shape, and the connection closed after it (its body may
+/// be half read).
+fn timed_out(api: Api, deadline: Duration, request_id: &str) -> Response {
+    let secs = deadline.as_secs_f64();
+    let mut response = match api {
+        Api::Ec2 => early_error(&ApiError::request_timeout(secs), request_id),
+        Api::Lightsail => {
+            lightsail::error_response(&lightsail::error::LsError::request_timeout(secs), None, request_id)
+        }
+        Api::CloudWatch(protocol) => {
+            let e = cloudwatch::error::CwError::request_timeout(secs);
+            let mut r = cloudwatch::render::error(protocol, &e, request_id);
+            r.extensions_mut().insert(CallOutcome::new(cloudwatch::API_LABEL, None, Some(e.code)));
+            r
+        }
+    };
+    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+async fn dispatch(shared: &Shared, req: Request, request_id: &str) -> Response {
     if let Some(protocol) = cloudwatch::protocol_of(&req) {
-        return cloudwatch::handle(shared, req, protocol, &request_id).await;
+        return cloudwatch::handle(shared, req, protocol, request_id).await;
     }
     if req.headers().contains_key(X_AMZ_TARGET) {
-        return lightsail::handle(shared, req, &request_id).await;
+        return lightsail::handle(shared, req, request_id).await;
     }
     let (parts, body) = req.into_parts();
     if parts.method != Method::POST && parts.method != Method::GET {
-        return early_error(&ApiError::method_not_allowed(parts.method.as_str()), &request_id);
+        return early_error(&ApiError::method_not_allowed(parts.method.as_str()), request_id);
     }
     let limit = shared.config.max_body_bytes;
     let declared = parts
@@ -127,19 +233,19 @@ async fn dispatch(shared: &Shared, req: Request) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > u64::try_from(limit).unwrap_or(u64::MAX)) {
-        return early_error(&ApiError::body_too_large(limit), &request_id);
+        return early_error(&ApiError::body_too_large(limit), request_id);
     }
     let body = match to_bytes(Body::new(body), limit).await {
         Ok(b) => b,
-        Err(_) => return early_error(&ApiError::body_too_large(limit), &request_id),
+        Err(_) => return early_error(&ApiError::body_too_large(limit), request_id),
     };
     if cloudwatch::is_query(&parts, &body) {
-        return cloudwatch::handle_query(shared, &parts, &body, &request_id).await;
+        return cloudwatch::handle_query(shared, &parts, &body, request_id).await;
     }
-    let (outcome, action) = process(shared, &parts, &body, &request_id).await;
+    let (outcome, action) = process(shared, &parts, &body, request_id).await;
     let (mut response, code) = match outcome {
         Ok(xml) => (xml_response(StatusCode::OK, xml), None),
-        Err(e) => (error_response(&e, &request_id), Some(e.code)),
+        Err(e) => (error_response(&e, request_id), Some(e.code)),
     };
     response.extensions_mut().insert(CallOutcome::new(EC2_API_LABEL, action, code));
     response
@@ -171,7 +277,10 @@ async fn process(
         Err(e) => e.code,
     };
     let auth_failed = matches!(&result, Err(e) if e.status == StatusCode::UNAUTHORIZED || e.code == "SignatureDoesNotMatch");
-    if audit.mutating || auth_failed {
+    // A throttled call changed nothing and is counted in the metrics; an
+    // audit line each would let a flood flood the log.
+    let throttled = matches!(&result, Err(e) if e.code == THROTTLED);
+    if (audit.mutating || auth_failed) && !throttled {
         tracing::info!(
             target: "imds_control::audit",
             request_id,
@@ -207,6 +316,10 @@ async fn run(
     } else if let Ok(info) = imds_sigv4::parse(&sig) {
         audit.access_key_id = Some(info.access_key_id.chars().take(128).collect());
     }
+    let key = caller.as_ref().ok().map(|c| c.access_key_id.as_str());
+    if !shared.admit(EC2_API_LABEL, key, parts) {
+        return Err(ApiError::request_limit_exceeded());
+    }
     let caller = caller?;
     let params = params?;
     let action = params.action()?;
@@ -227,4 +340,69 @@ async fn run(
     let result = ec2::dispatch(&mut cx, root).await;
     audit.resources = cx.touched;
     result
+}
+
+/// Serves `router` on `listener` until `shutdown` turns true, then lets
+/// requests in flight finish. Each connection gets hyper's header-read
+/// timeout from `limits` (as they are when it is accepted), which also
+/// bounds how long a kept-alive connection may idle; each request is
+/// tagged with its [`PeerAddr`] for the source buckets.
+pub async fn serve(
+    router: Router,
+    listener: tokio::net::TcpListener,
+    limits: LimitsHandle,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use hyper::server::conn::http1;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    // Every connection task holds a sender; once the last is dropped, the
+    // requests in flight at shutdown have finished.
+    let (alive, mut all_done) = tokio::sync::mpsc::channel::<()>(1);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "control listener: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut shutdown) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone().layer(axum::Extension(PeerAddr(peer))));
+        let header_read_timeout = limits.limits().header_read_timeout;
+        let mut shutdown = shutdown.clone();
+        let alive = alive.clone();
+        tokio::spawn(async move {
+            let _alive = alive;
+            let mut builder = http1::Builder::new();
+            builder.timer(TokioTimer::new()).header_read_timeout(header_read_timeout).keep_alive(true);
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(e) = res {
+                        tracing::debug!(error = %e, %peer, "control connection ended with an error");
+                    }
+                }
+                _ = stopped(&mut shutdown) => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    drop(alive);
+    let _ = all_done.recv().await;
+}
+
+/// Resolves once `shutdown` turns true (or its sender is gone); the watch
+/// guard is dropped inside, so the futures holding this stay `Send`.
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
 }

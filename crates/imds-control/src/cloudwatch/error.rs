@@ -143,6 +143,22 @@ impl CwError {
         }
     }
 
+    /// `Throttling` (400, CloudWatch's query code for an exceeded request
+    /// rate; JSON and CBOR clients see `ThrottlingException` with the same
+    /// code in `x-amzn-query-error`). botocore retries it as throttling.
+    pub fn throttled() -> Self {
+        Self { code: "Throttling", message: "Rate exceeded".to_owned(), status: StatusCode::BAD_REQUEST }
+    }
+
+    /// `ServiceUnavailable` (503): the request did not complete within the
+    /// deadline; SDKs retry it.
+    pub fn request_timeout(secs: f64) -> Self {
+        Self {
+            message: format!("The request did not complete within {secs} seconds."),
+            ..Self::unavailable()
+        }
+    }
+
     /// An authentication failure of the shared SigV4 check, in CloudWatch's
     /// codes: an unknown key is `InvalidClientTokenId`, a scope for another
     /// service or region `SignatureDoesNotMatch` (both 403), the
@@ -190,6 +206,7 @@ impl CwError {
             "InvalidAction" | "MissingAction" => "com.amazon.coral.service#UnknownOperationException",
             "SerializationException" => "com.amazon.coral.service#SerializationException",
             "ServiceUnavailable" => "com.amazon.coral.service#ServiceUnavailableException",
+            "Throttling" => "com.amazon.coral.availability#ThrottlingException",
             "UnsupportedHttpVerb" => "com.amazon.coral.service#UnsupportedHttpVerbException",
             "RequestEntityTooLarge" => "com.amazon.coral.service#RequestEntityTooLargeException",
             _ => "com.amazon.coral.service#ValidationException",

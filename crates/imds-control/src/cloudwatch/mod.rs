@@ -18,7 +18,8 @@
 //! Requests are signed with SigV4 for the service `monitoring` and
 //! authorised as `cloudwatch:<Op>` on `*` (CloudWatch's read actions have
 //! no resource-level permissions). A request is handled in this order:
-//! bounded body, authentication, the operation, authorisation, strict
+//! bounded body, authentication, the rate limit (`Throttling`), the
+//! operation, authorisation, strict
 //! reading of the input (400s), then the store. Nothing is written.
 //!
 //! Layers: [`error`] (codes and statuses), [`input`] (one input tree for
@@ -174,7 +175,12 @@ async fn process(
     def: Option<&'static str>,
 ) -> Result<Out, CwError> {
     let sig = RequestParts::new(parts, body);
-    let caller = match shared.authenticate(&sig, SIGNING_SERVICE) {
+    let caller = shared.authenticate(&sig, SIGNING_SERVICE);
+    let key = caller.as_ref().ok().map(|c| c.access_key_id.as_str());
+    if !shared.admit(API_LABEL, key, parts) {
+        return Err(CwError::throttled());
+    }
+    let caller = match caller {
         Ok(c) => c,
         Err(e) => {
             let key =

@@ -30,6 +30,10 @@ pub enum Shape {
     Service,
     /// `X-Amz-Target` names no operation of this endpoint (400).
     UnknownOperation,
+    /// The caller's request-rate bucket is empty (400, AWS's front-end
+    /// `ThrottlingException`, not in the Lightsail model; botocore retries
+    /// it as throttling).
+    Throttling,
 }
 
 impl Shape {
@@ -43,6 +47,7 @@ impl Shape {
             Self::OperationFailure => "OperationFailureException",
             Self::Service => "ServiceException",
             Self::UnknownOperation => "com.amazon.coral.service#UnknownOperationException",
+            Self::Throttling => "ThrottlingException",
         }
     }
 
@@ -63,6 +68,7 @@ impl Shape {
             Self::OperationFailure => "Please try again later.",
             Self::Service => "Please try again.",
             Self::UnknownOperation => "",
+            Self::Throttling => "Please slow down and retry with backoff.",
         }
     }
 }
@@ -160,6 +166,21 @@ impl LsError {
     /// `ServiceException` (500) for a temporary condition SDKs retry.
     pub fn unavailable() -> Self {
         Self::new(Shape::Service, "Unavailable", "The service is busy. Please try again.")
+    }
+
+    /// `ThrottlingException` (400): the caller's request-rate bucket is empty.
+    pub fn throttled() -> Self {
+        Self::new(Shape::Throttling, "TooManyRequests", "Rate exceeded")
+    }
+
+    /// `ServiceException` (500): the request did not complete within the
+    /// deadline; SDKs retry it.
+    pub fn request_timeout(secs: f64) -> Self {
+        Self::new(
+            Shape::Service,
+            "RequestTimeout",
+            format!("The request did not complete within {secs} seconds."),
+        )
     }
 
     /// `UnknownOperationException` for an unknown `X-Amz-Target`.
@@ -313,6 +334,7 @@ mod tests {
             Shape::Unauthenticated,
             Shape::OperationFailure,
             Shape::UnknownOperation,
+            Shape::Throttling,
         ] {
             assert_eq!(s.status().as_u16(), 400, "{s:?}");
         }

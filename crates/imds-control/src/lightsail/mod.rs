@@ -11,7 +11,8 @@
 //! answered with `UnknownOperationException`.
 //!
 //! A request is handled in this order: bounded body, SigV4
-//! authentication (failures are `UnauthenticatedException`), the
+//! authentication, the rate limit (`ThrottlingException`), then an
+//! authentication failure (`UnauthenticatedException`), the
 //! operation, strict parsing and validation of the input (400s win), then
 //! resource existence (`NotFoundException`), then IAM authorisation
 //! (`lightsail:<Operation>` on the instance ARN, `AccessDeniedException`),
@@ -182,7 +183,9 @@ pub async fn handle(shared: &Shared, req: Request, request_id: &str) -> Response
     let mut audit = Audit::default();
     let result = process(shared, &parts, &body, &target, &mut audit).await;
     let auth_failed = matches!(&result, Err(e) if e.shape == error::Shape::Unauthenticated);
-    if audit.mutating || auth_failed {
+    // Throttled calls are counted in the metrics, not audited one by one.
+    let throttled = matches!(&result, Err(e) if e.shape == error::Shape::Throttling);
+    if (audit.mutating || auth_failed) && !throttled {
         let code = match &result {
             Ok(_) => "Success".to_owned(),
             Err(e) => format!("{}/{}", e.shape.type_name(), e.code),
@@ -228,6 +231,10 @@ async fn process(
                 audit.access_key_id = Some(info.access_key_id.chars().take(128).collect());
             }
         }
+    }
+    let key = caller.as_ref().ok().map(|c| c.access_key_id.as_str());
+    if !shared.admit(API_LABEL, key, parts) {
+        return Err(LsError::throttled());
     }
     let caller = caller.map_err(|e| LsError::unauthenticated(&e))?;
     let Some(def) = def else {
