@@ -1,7 +1,8 @@
 //! The host agent: keeps a data plane in step with the store.
 //!
-//! It lists the instances placed on its host, renders each into an
-//! immutable snapshot and swaps it into the [`DataPlane`], then follows the
+//! It lists the instances placed on its host, makes each into an immutable
+//! snapshot (which renders its metadata tree on its first request) and
+//! swaps it into the [`DataPlane`], then follows the
 //! store's watch stream from the list revision. After a snapshot is in force
 //! it writes the instance's `observed_generation`, which is how the control
 //! plane's `pending` becomes `applied`. A lost or compacted watch is answered
@@ -14,8 +15,7 @@ use imds_core::events::InstanceEvent;
 use imds_core::{Clock, InstanceId, InstanceRecord};
 
 use imds_credentials::{CredentialManager, CredentialsConfig, InstanceCredentials};
-use imds_dataplane::tree::RenderInputs;
-use imds_dataplane::{DataPlane, InstanceSnapshot, SnapshotChange};
+use imds_dataplane::{DataPlane, InstanceSnapshot, SnapshotChange, SnapshotCredentials, SnapshotSource};
 use imds_identity::RegionSigner;
 use imds_store::records::{self, InstanceStatus};
 use imds_store::{Compare, Op, Store, StoreError, WatchEvent, WatchMessage};
@@ -69,8 +69,9 @@ pub struct Agent {
     dp: Arc<DataPlane>,
     clock: Arc<dyn Clock>,
     cfg: AgentConfig,
-    /// The records in force, by instance.
-    served: HashMap<InstanceId, InstanceRecord>,
+    /// The records in force, by instance; the same `Arc` the instance's
+    /// snapshot holds, so each record is in memory once.
+    served: HashMap<InstanceId, Arc<InstanceRecord>>,
     /// Credentials of the served instances, refreshed in the background.
     credentials: CredentialManager,
     /// Instances whose credentials changed (rotation, first STS fetch).
@@ -112,17 +113,21 @@ impl Agent {
     /// Lists the store and brings the data plane in line; returns the
     /// revision the next watch starts after.
     pub async fn sync(&mut self) -> Result<(u64, u64), AgentError> {
-        let (records, revision) = records::list_instances(self.store.as_ref()).await?;
+        // Raw values are decoded one at a time below (as `list_instances`
+        // would, failing the same way): holding every decoded record and
+        // every raw value at once would be the peak of a large fleet's start.
+        let (kvs, revision) = self.store.list(records::INSTANCES_PREFIX).await?;
         let (events, events_revision) = records::list_events(self.store.as_ref()).await?;
         self.events.clear();
         for e in events {
             self.events.entry(e.instance_id.clone()).or_default().insert(e.event_id.clone(), e);
         }
-        // Events and keys may have changed while we were not watching: render afresh.
-        self.served.clear();
+        // Events and keys may have changed while we were not watching: make
+        // every snapshot afresh. Records that did not change keep their `Arc`,
+        // so a relist does not hold two copies of each while the data plane
+        // still serves the old snapshots.
+        let previous = std::mem::take(&mut self.served);
         self.signers.clear();
-        let regions: Vec<String> = records.iter().map(|(r, _)| r.placement.region.clone()).collect();
-        self.ensure_signers(regions).await?;
         let ring =
             token_keys::load_or_create(self.store.as_ref(), &self.cfg.host_id, self.clock.now_millis())
                 .await?;
@@ -130,11 +135,20 @@ impl Agent {
         let mut seen = std::collections::HashSet::new();
         let mut changes = Vec::new();
         let mut acks = Vec::new();
-        for (record, revision) in records {
+        for kv in kvs {
+            let record = records::decode_instance(&kv.key, &kv.value)?;
+            let mod_revision = kv.mod_revision;
+            drop(kv);
+            self.ensure_signers(vec![record.placement.region.clone()]).await?;
             seen.insert(record.instance_id.clone());
-            self.reconcile(record, revision, &mut changes, &mut acks)?;
+            let record = match previous.get(&record.instance_id) {
+                Some(old) if **old == record => Arc::clone(old),
+                _ => Arc::new(record),
+            };
+            self.reconcile(record, mod_revision, &mut changes, &mut acks)?;
         }
-        let gone: Vec<InstanceId> = self.served.keys().filter(|id| !seen.contains(*id)).cloned().collect();
+        // Instances deleted while the agent was not watching.
+        let gone: Vec<InstanceId> = previous.into_keys().filter(|id| !seen.contains(id)).collect();
         for id in gone {
             self.forget(&id, &mut changes);
         }
@@ -405,7 +419,7 @@ impl Agent {
                 continue;
             };
             if record.state.is_served() {
-                changes.push(SnapshotChange::Upsert(Arc::new(self.render(record, &creds))));
+                changes.push(SnapshotChange::Upsert(Arc::new(self.snapshot(record, creds))));
             }
         }
         if !changes.is_empty() {
@@ -428,7 +442,9 @@ impl Agent {
         for event in events {
             match event {
                 WatchEvent::Put(kv) => match serde_json::from_slice::<InstanceRecord>(&kv.value) {
-                    Ok(record) => self.reconcile(record, kv.mod_revision, &mut changes, &mut acks)?,
+                    Ok(record) => {
+                        self.reconcile(Arc::new(record), kv.mod_revision, &mut changes, &mut acks)?
+                    }
                     Err(e) => {
                         tracing::error!(key = %kv.key, error = %e, "undecodable instance record skipped")
                     }
@@ -456,7 +472,7 @@ impl Agent {
     /// Renders `record` if this host serves it, or removes it if no longer.
     fn reconcile(
         &mut self,
-        record: InstanceRecord,
+        record: Arc<InstanceRecord>,
         revision: u64,
         changes: &mut Vec<SnapshotChange>,
         acks: &mut Vec<Ack>,
@@ -466,7 +482,7 @@ impl Agent {
             self.forget(&id, changes);
             return Ok(());
         }
-        if self.served.get(&id).is_some_and(|r| r == &record) {
+        if self.served.get(&id).is_some_and(|r| **r == *record) {
             return Ok(());
         }
         acks.push(Ack { id: id.clone(), generation: record.generation, revision });
@@ -478,7 +494,7 @@ impl Agent {
             return Ok(());
         }
         let creds = self.credentials.track(&record);
-        changes.push(SnapshotChange::Upsert(Arc::new(self.render(&record, &creds))));
+        changes.push(SnapshotChange::Upsert(Arc::new(self.snapshot(&record, creds))));
         self.served.insert(id, record);
         Ok(())
     }
@@ -489,23 +505,24 @@ impl Agent {
         changes.push(SnapshotChange::Remove(id.clone()));
     }
 
-    fn render(&self, record: &InstanceRecord, creds: &InstanceCredentials) -> InstanceSnapshot {
+    /// A snapshot of `record` with these credentials and the instance's
+    /// events and signer as they are now; its tree is rendered on the first
+    /// request that needs it, as it would have been rendered now.
+    fn snapshot(&self, record: &Arc<InstanceRecord>, creds: InstanceCredentials) -> InstanceSnapshot {
         let events: Vec<InstanceEvent> =
             self.events.get(&record.instance_id).map(|m| m.values().cloned().collect()).unwrap_or_default();
-        let inputs = RenderInputs {
-            role_credentials_v1: creds.role.as_ref().and_then(|r| r.imdsv1.as_ref()),
-            role_credentials_v2: creds.role.as_ref().and_then(|r| r.imdsv2.as_ref()),
-            role_error: creds
-                .role
-                .as_ref()
-                .and_then(|r| r.error.as_ref())
-                .map(|(c, m)| (c.as_str(), m.as_str())),
-            identity_credentials: creds.identity.as_ref(),
-            now_secs: self.clock.now_secs(),
-            events: &events,
-            signer: self.signers.get(&record.placement.region),
+        let (role_v1, role_v2, role_error) = match creds.role {
+            Some(role) => (role.imdsv1, role.imdsv2, role.error),
+            None => (None, None, None),
         };
-        InstanceSnapshot::render(record, &inputs)
+        let credentials = SnapshotCredentials { role_v1, role_v2, role_error, identity: creds.identity };
+        InstanceSnapshot::new(SnapshotSource {
+            record: Arc::clone(record),
+            credentials: Arc::new(credentials),
+            events,
+            signer: self.signers.get(&record.placement.region).cloned(),
+            now_secs: self.clock.now_secs(),
+        })
     }
 
     /// Records that this host now serves these generations. Each status is

@@ -2,9 +2,10 @@
 //! `169.254.169.254`.
 //!
 //! Owns request routing, IMDSv1/IMDSv2 policy, the token PUT, and the
-//! pre-rendered per-instance metadata snapshots the hot path reads. It does
-//! not own the store: an agent renders [`snapshot::InstanceSnapshot`]s from
-//! store records and hands them to [`DataPlane::apply`].
+//! per-instance metadata snapshots the hot path reads (each renders its tree
+//! on first use). It does not own the store: an agent makes
+//! [`snapshot::InstanceSnapshot`]s from store records and hands them to
+//! [`DataPlane::apply`].
 
 pub mod docs;
 pub mod limits;
@@ -19,4 +20,6 @@ pub mod usage;
 
 pub use limits::Limits;
 pub use metrics::DataPlaneMetrics;
-pub use snapshot::{DataPlane, DataPlaneOptions, InstanceSnapshot, SnapshotChange};
+pub use snapshot::{
+    DataPlane, DataPlaneOptions, InstanceSnapshot, SnapshotChange, SnapshotCredentials, SnapshotSource,
+};

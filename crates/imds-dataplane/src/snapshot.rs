@@ -3,7 +3,9 @@
 //!
 //! Writers (the agent) build a new [`InstanceSnapshot`] and swap it into the
 //! instance's slot: an option change is one pointer swap, visible to the next
-//! request, with no lock on the request path. Adding or removing instances,
+//! request, with no lock on the request path. A snapshot holds what its
+//! metadata tree is rendered from and renders it on the first request that
+//! needs it. Adding or removing instances,
 //! or changing their addresses, rebuilds the routing table and swaps it.
 
 use crate::limits::{ConnectionCounter, ConnectionPermit, ConnectionRefusal, InstanceAdmission, Limits};
@@ -11,16 +13,71 @@ use crate::metrics::DataPlaneMetrics;
 use crate::tree::{MetadataTree, RenderInputs};
 use crate::usage::{NoUsage, UsageSink};
 use arc_swap::ArcSwap;
-use imds_core::{Clock, InstanceId, InstanceRecord, MetadataOptions};
+use imds_core::events::InstanceEvent;
+use imds_core::{Clock, InstanceId, InstanceRecord, MetadataOptions, RoleCredentials};
+use imds_identity::RegionSigner;
 use imds_net::SourceTable;
 use imds_token::KeyRing;
 use ipnet::IpNet;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
-/// One instance as the data plane serves it: its options and its rendered
-/// metadata tree, never changed after construction.
-#[derive(Debug)]
+/// The credential sets a snapshot renders, owned and shared (`Arc`) so a
+/// snapshot can render its tree later, on its first request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnapshotCredentials {
+    /// Role credentials for IMDSv1 callers (see [`RenderInputs`]).
+    pub role_v1: Option<RoleCredentials>,
+    /// Role credentials for IMDSv2 callers.
+    pub role_v2: Option<RoleCredentials>,
+    /// `Code` and `Message` of the error document served while a role set
+    /// is missing; `None` means `AssumeRoleUnauthorizedAccess`.
+    pub role_error: Option<(String, String)>,
+    /// Instance identity credentials.
+    pub identity: Option<RoleCredentials>,
+}
+
+/// Everything an instance's tree is rendered from, captured when the
+/// snapshot is made. The tree rendered from it on the first request is the
+/// one an eager render at that moment would have given: `now_secs` is the
+/// snapshot's time, not the request's.
+#[derive(Clone)]
+pub struct SnapshotSource {
+    /// The record, shared with the agent (one copy per instance).
+    pub record: Arc<InstanceRecord>,
+    /// Credential sets in force.
+    pub credentials: Arc<SnapshotCredentials>,
+    /// The instance's events.
+    pub events: Vec<InstanceEvent>,
+    /// The region's identity signer.
+    pub signer: Option<Arc<RegionSigner>>,
+    /// When the snapshot was made, Unix seconds (see [`RenderInputs::now_secs`]).
+    pub now_secs: u64,
+}
+
+impl SnapshotSource {
+    /// The borrowed form [`MetadataTree::render`] takes.
+    pub fn inputs(&self) -> RenderInputs<'_> {
+        let c = &*self.credentials;
+        RenderInputs {
+            role_credentials_v1: c.role_v1.as_ref(),
+            role_credentials_v2: c.role_v2.as_ref(),
+            role_error: c.role_error.as_ref().map(|(code, message)| (code.as_str(), message.as_str())),
+            identity_credentials: c.identity.as_ref(),
+            now_secs: self.now_secs,
+            events: &self.events,
+            signer: self.signer.as_ref(),
+        }
+    }
+}
+
+/// One instance as the data plane serves it: its options and what its
+/// metadata tree is rendered from, never changed after construction.
+///
+/// The tree is rendered on the first request that needs it and kept
+/// ([`OnceLock`]): most of a fleet's instances are never asked for most of
+/// the time, and rendering 100,000 trees at start-up took most of it. After
+/// that first render a request reads it without a lock.
 pub struct InstanceSnapshot {
     /// The instance.
     pub instance_id: InstanceId,
@@ -32,26 +89,70 @@ pub struct InstanceSnapshot {
     pub options: MetadataOptions,
     /// Source networks that identify the instance.
     pub sources: Vec<IpNet>,
-    /// Rendered metadata.
-    tree: MetadataTree,
+    source: SnapshotSource,
+    tree: OnceLock<MetadataTree>,
+}
+
+impl std::fmt::Debug for InstanceSnapshot {
+    /// The record holds user data and the credentials secrets: neither is shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InstanceSnapshot")
+            .field("instance_id", &self.instance_id)
+            .field("incarnation", &self.incarnation)
+            .field("generation", &self.generation)
+            .field("options", &self.options)
+            .field("sources", &self.sources)
+            .field("tree", &self.tree.get())
+            .finish_non_exhaustive()
+    }
 }
 
 impl InstanceSnapshot {
-    /// Renders a snapshot from the instance record.
-    pub fn render(record: &InstanceRecord, inputs: &RenderInputs<'_>) -> Self {
+    /// A snapshot whose tree is rendered from `source` on first use.
+    pub fn new(source: SnapshotSource) -> Self {
+        let record = &source.record;
         Self {
             instance_id: record.instance_id.clone(),
             incarnation: record.incarnation,
             generation: record.generation,
             options: record.metadata_options,
             sources: record.source_networks(),
-            tree: MetadataTree::render(record, inputs),
+            source,
+            tree: OnceLock::new(),
         }
     }
 
-    /// The instance's metadata tree.
+    /// A snapshot of borrowed inputs (tests, benches): copies them into a
+    /// [`SnapshotSource`]; the tree is still rendered on first use.
+    pub fn render(record: &InstanceRecord, inputs: &RenderInputs<'_>) -> Self {
+        let credentials = SnapshotCredentials {
+            role_v1: inputs.role_credentials_v1.cloned(),
+            role_v2: inputs.role_credentials_v2.cloned(),
+            role_error: inputs.role_error.map(|(c, m)| (c.to_owned(), m.to_owned())),
+            identity: inputs.identity_credentials.cloned(),
+        };
+        Self::new(SnapshotSource {
+            record: Arc::new(record.clone()),
+            credentials: Arc::new(credentials),
+            events: inputs.events.to_vec(),
+            signer: inputs.signer.cloned(),
+            now_secs: inputs.now_secs,
+        })
+    }
+
+    /// The instance's metadata tree, rendered by the first caller.
     pub fn tree(&self) -> &MetadataTree {
-        &self.tree
+        self.tree.get_or_init(|| MetadataTree::render(&self.source.record, &self.source.inputs()))
+    }
+
+    /// Whether the tree has been rendered yet (memory accounting, tests).
+    pub fn is_rendered(&self) -> bool {
+        self.tree.get().is_some()
+    }
+
+    /// What the tree is (or will be) rendered from.
+    pub fn source(&self) -> &SnapshotSource {
+        &self.source
     }
 }
 

@@ -1,13 +1,20 @@
-//! The metadata tree of one instance, rendered once into an immutable lookup
-//! structure.
+//! The metadata tree of one instance, rendered once into an immutable,
+//! compact lookup structure.
 //!
 //! Owns what exists under a version root (`meta-data/…`, `dynamic/…`,
 //! `user-data`) for an [`InstanceRecord`], the bodies of every leaf, and the
 //! directory listings (data-plane.md §7, categories.md). A request does one
-//! path normalisation ([`crate::path`]) and one hash lookup here; bodies are
-//! [`Bytes`], so answering clones a reference count, not the data. It does
-//! not own the JSON layouts ([`crate::docs`]), the v1/v2 policy or statuses
-//! (the HTTP service), nor where credentials come from ([`RenderInputs`]).
+//! path normalisation ([`crate::path`]) and one binary search per path
+//! segment here; bodies are slices of one [`Bytes`] buffer, so answering
+//! clones a reference count, not the data. It does not own the JSON layouts
+//! ([`crate::docs`]), the v1/v2 policy or statuses (the HTTP service), nor
+//! where credentials come from ([`RenderInputs`]).
+//!
+//! Layout (why: a fleet of 100,000 instances keeps 100,000 of these, so a
+//! tree is a few allocations, not one per path): every node name, leaf body
+//! and listing lives in one buffer; nodes are one boxed slice of fixed-size
+//! entries holding offsets into it, each directory's children contiguous
+//! and sorted by name (node 0 is the version root).
 //!
 //! Listings are never written by hand: [`TreeBuilder`] derives every
 //! directory from the leaves inserted below it, so a listing cannot show an
@@ -25,7 +32,7 @@ use imds_core::instance::{ip_hostname, is_imds_tag_key, public_hostname};
 use imds_core::timefmt::iso8601_secs;
 use imds_core::{InstanceRecord, NetworkInterface, RoleCredentials};
 use imds_identity::RegionSigner;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
@@ -61,79 +68,84 @@ impl LazyLeaf {
     }
 }
 
-/// One node of the tree.
-#[derive(Clone)]
-pub enum Node {
-    /// A leaf value; body is served as is.
-    Leaf {
-        /// The exact response body.
-        body: Bytes,
-        /// `Content-Type` of the response.
-        content_type: &'static str,
-    },
-    /// A directory listing (children one per line, sub-directories with
-    /// trailing '/', no trailing newline).
-    Dir(Bytes),
-    /// `iam/security-credentials/<role>`: two credential sets, chosen by
-    /// whether the request carried a valid token (data-plane.md §8).
-    RoleCredentials {
-        /// Served to token-less (IMDSv1) requests.
-        imdsv1: Bytes,
-        /// Served to token-authenticated (IMDSv2) requests.
-        imdsv2: Bytes,
-    },
-    /// A text leaf computed on first request ([`LazyLeaf`]).
-    Lazy(Arc<LazyLeaf>),
+/// What a packed node is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A leaf; `extra` is its content type (0: [`TEXT_PLAIN`], `i`: `types[i - 1]`).
+    Leaf,
+    /// A directory; the body is its listing, `extra` its first child and
+    /// `count` the number of children.
+    Dir,
+    /// Role credentials: the body is the IMDSv1 document, followed in the
+    /// buffer by the IMDSv2 one, `extra` bytes long.
+    Role,
+    /// A [`LazyLeaf`]; `extra` is its index in `lazy`.
+    Lazy,
 }
 
-impl PartialEq for Node {
-    fn eq(&self, other: &Self) -> bool {
-        match (self, other) {
-            (Node::Leaf { body: a, content_type: x }, Node::Leaf { body: b, content_type: y }) => {
-                a == b && x == y
-            }
-            (Node::Dir(a), Node::Dir(b)) => a == b,
-            (
-                Node::RoleCredentials { imdsv1: a, imdsv2: b },
-                Node::RoleCredentials { imdsv1: c, imdsv2: d },
-            ) => a == c && b == d,
-            (Node::Lazy(a), Node::Lazy(b)) => Arc::ptr_eq(a, b),
-            _ => false,
-        }
-    }
+/// One node: offsets into [`MetadataTree::data`] (24 bytes).
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    name_start: u32,
+    body_start: u32,
+    body_len: u32,
+    extra: u32,
+    name_len: u16,
+    count: u16,
+    kind: Kind,
 }
 
-impl Node {
+/// One node of a tree, as [`MetadataTree::get`] finds it.
+#[derive(Clone, Copy)]
+pub struct Node<'a> {
+    tree: &'a MetadataTree,
+    entry: &'a Entry,
+}
+
+impl Node<'_> {
     /// The response body for a request that did (`imdsv2 = true`) or did
     /// not carry a valid token; only role credentials differ.
     /// `None` only when a lazy leaf failed to compute.
     pub fn body(&self, imdsv2: bool) -> Option<Bytes> {
-        match self {
-            Node::Leaf { body, .. } | Node::Dir(body) => Some(body.clone()),
-            Node::RoleCredentials { imdsv1, imdsv2: v2 } => Some(if imdsv2 { v2 } else { imdsv1 }.clone()),
-            Node::Lazy(leaf) => leaf.get().cloned(),
+        let e = self.entry;
+        match e.kind {
+            Kind::Lazy => self.tree.lazy.get(e.extra as usize)?.get().cloned(),
+            Kind::Role if imdsv2 => self.tree.slice(e.body_start as usize + e.body_len as usize, e.extra),
+            Kind::Leaf | Kind::Dir | Kind::Role => self.tree.slice(e.body_start as usize, e.body_len),
         }
     }
 
     /// The response `Content-Type`.
     pub fn content_type(&self) -> &'static str {
-        match self {
-            Node::Leaf { content_type, .. } => content_type,
-            Node::Dir(_) | Node::RoleCredentials { .. } | Node::Lazy(_) => TEXT_PLAIN,
+        match self.entry.kind {
+            Kind::Leaf if self.entry.extra > 0 => {
+                self.tree.types.get(self.entry.extra as usize - 1).copied().unwrap_or(TEXT_PLAIN)
+            }
+            Kind::Leaf | Kind::Dir | Kind::Role | Kind::Lazy => TEXT_PLAIN,
         }
+    }
+
+    /// Whether this is a directory (its body is a listing).
+    pub fn is_dir(&self) -> bool {
+        self.entry.kind == Kind::Dir
     }
 }
 
-impl fmt::Debug for Node {
+impl fmt::Debug for Node<'_> {
     /// Credential bodies hold secrets and never reach logs.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Node::Leaf { body, content_type } => {
-                f.debug_struct("Leaf").field("body", body).field("content_type", content_type).finish()
+        match self.entry.kind {
+            Kind::Leaf => f
+                .debug_struct("Leaf")
+                .field("body", &self.body(false))
+                .field("content_type", &self.content_type())
+                .finish(),
+            Kind::Dir => f.debug_tuple("Dir").field(&self.body(false)).finish(),
+            Kind::Role => f.write_str("RoleCredentials(<redacted>)"),
+            Kind::Lazy => {
+                let cell = self.tree.lazy.get(self.entry.extra as usize).and_then(|l| l.cell.get());
+                f.debug_tuple("Lazy").field(&cell).finish()
             }
-            Node::Dir(listing) => f.debug_tuple("Dir").field(listing).finish(),
-            Node::RoleCredentials { .. } => f.write_str("RoleCredentials(<redacted>)"),
-            Node::Lazy(leaf) => f.debug_tuple("Lazy").field(&leaf.cell.get()).finish(),
         }
     }
 }
@@ -166,16 +178,27 @@ pub struct RenderInputs<'a> {
     pub signer: Option<&'a Arc<RegionSigner>>,
 }
 
-/// Immutable, pre-rendered tree of one instance: a request does one
-/// normalisation and one hash lookup, no allocation beyond the response.
+/// Immutable, rendered tree of one instance: a request does one
+/// normalisation and a binary search per path segment, no allocation
+/// beyond the response.
 #[derive(Clone, Default)]
 pub struct MetadataTree {
-    nodes: HashMap<Box<str>, Node>,
+    /// Node names, leaf bodies and listings.
+    data: Bytes,
+    /// Node 0 is the version root; empty for a tree with no node at all.
+    nodes: Box<[Entry]>,
+    /// Leaves computed on first request.
+    lazy: Box<[Arc<LazyLeaf>]>,
+    /// Content types other than [`TEXT_PLAIN`].
+    types: Box<[&'static str]>,
 }
 
 impl fmt::Debug for MetadataTree {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MetadataTree").field("nodes", &self.nodes.len()).finish_non_exhaustive()
+        f.debug_struct("MetadataTree")
+            .field("nodes", &self.nodes.len())
+            .field("bytes", &self.data.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -197,13 +220,41 @@ impl MetadataTree {
 
     /// The node at `tree_path`, as produced by
     /// [`Route::Tree`](crate::path::Route::Tree) (`""` is the version root).
-    pub fn get(&self, tree_path: &str) -> Option<&Node> {
-        self.nodes.get(tree_path)
+    pub fn get(&self, tree_path: &str) -> Option<Node<'_>> {
+        let mut entry = self.nodes.first()?;
+        if !tree_path.is_empty() {
+            for segment in tree_path.split('/') {
+                if entry.kind != Kind::Dir {
+                    return None;
+                }
+                let first = entry.extra as usize;
+                let children = self.nodes.get(first..first + usize::from(entry.count))?;
+                let i = children.binary_search_by(|c| self.name(c).cmp(segment.as_bytes())).ok()?;
+                entry = children.get(i)?;
+            }
+        }
+        Some(Node { tree: self, entry })
     }
 
-    /// Every path that answers 200, in no particular order (tests, crawls).
-    pub fn paths(&self) -> impl Iterator<Item = &str> {
-        self.nodes.keys().map(AsRef::as_ref)
+    /// Every path that answers 200, directories first (tests, crawls).
+    pub fn paths(&self) -> impl Iterator<Item = String> + '_ {
+        let mut out = Vec::with_capacity(self.nodes.len());
+        if !self.nodes.is_empty() {
+            let mut queue = vec![(String::new(), 0usize)];
+            while let Some((path, i)) = queue.pop() {
+                if let Some(e) = self.nodes.get(i).filter(|e| e.kind == Kind::Dir) {
+                    for c in e.extra as usize..e.extra as usize + usize::from(e.count) {
+                        let Some(child) = self.nodes.get(c) else { continue };
+                        let name = String::from_utf8_lossy(self.name(child));
+                        let child_path =
+                            if path.is_empty() { name.into_owned() } else { format!("{path}/{name}") };
+                        queue.push((child_path, c));
+                    }
+                }
+                out.push(path);
+            }
+        }
+        out.into_iter()
     }
 
     /// Number of nodes, directories included.
@@ -215,6 +266,30 @@ impl MetadataTree {
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
     }
+
+    /// Bytes this tree keeps on the heap (buffer and node table; lazy
+    /// leaves not counted), for memory accounting in tests and benches.
+    pub fn heap_bytes(&self) -> usize {
+        self.data.len() + std::mem::size_of_val::<[Entry]>(&self.nodes)
+    }
+
+    fn name(&self, e: &Entry) -> &[u8] {
+        let start = e.name_start as usize;
+        self.data.get(start..start + usize::from(e.name_len)).unwrap_or_default()
+    }
+
+    fn slice(&self, start: usize, len: u32) -> Option<Bytes> {
+        let end = start.checked_add(len as usize)?;
+        // Always true for a built tree; checked so no request can panic.
+        (end <= self.data.len()).then(|| self.data.slice(start..end))
+    }
+}
+
+/// A leaf as inserted, before packing.
+enum Pending {
+    Leaf { body: Bytes, content_type: &'static str },
+    Role { imdsv1: Bytes, imdsv2: Bytes },
+    Lazy(Arc<LazyLeaf>),
 }
 
 /// Builds a [`MetadataTree`] from leaves; directories and their listings are
@@ -227,7 +302,7 @@ impl MetadataTree {
 /// or reached. Inserting the same path twice keeps the last value.
 #[derive(Default)]
 pub struct TreeBuilder {
-    leaves: BTreeMap<String, Node>,
+    leaves: BTreeMap<String, Pending>,
     labels: HashMap<String, String>,
     ranks: HashMap<String, u64>,
 }
@@ -252,19 +327,17 @@ impl TreeBuilder {
 
     /// A leaf with its own content type.
     pub fn binary(&mut self, path: &str, body: impl Into<Bytes>, content_type: &'static str) -> &mut Self {
-        let node = Node::Leaf { body: body.into(), content_type };
-        self.insert(path, node)
+        self.insert(path, Pending::Leaf { body: body.into(), content_type })
     }
 
     /// A role-credentials leaf with its IMDSv1 and IMDSv2 documents.
     pub fn role_credentials(&mut self, path: &str, imdsv1: String, imdsv2: String) -> &mut Self {
-        let node = Node::RoleCredentials { imdsv1: imdsv1.into(), imdsv2: imdsv2.into() };
-        self.insert(path, node)
+        self.insert(path, Pending::Role { imdsv1: imdsv1.into(), imdsv2: imdsv2.into() })
     }
 
     /// A text leaf computed on first request.
     pub fn lazy(&mut self, path: &str, leaf: Arc<LazyLeaf>) -> &mut Self {
-        self.insert(path, Node::Lazy(leaf))
+        self.insert(path, Pending::Lazy(leaf))
     }
 
     /// Shows `path` in its parent's listing as `label` instead of its name
@@ -287,7 +360,7 @@ impl TreeBuilder {
         self
     }
 
-    fn insert(&mut self, path: &str, node: Node) -> &mut Self {
+    fn insert(&mut self, path: &str, node: Pending) -> &mut Self {
         if is_valid_tree_path(path) {
             self.leaves.insert(path.to_owned(), node);
         } else {
@@ -304,14 +377,14 @@ impl TreeBuilder {
     pub fn build(self) -> MetadataTree {
         let TreeBuilder { mut leaves, labels, ranks } = self;
 
-        let mut dirs: BTreeSet<&str> = BTreeSet::new();
+        let mut dirs: BTreeSet<String> = BTreeSet::new();
         for path in leaves.keys() {
             let mut p = path.as_str();
             while let Some((parent, _)) = p.rsplit_once('/') {
-                dirs.insert(parent);
+                dirs.insert(parent.to_owned());
                 p = parent;
             }
-            dirs.insert("");
+            dirs.insert(String::new());
         }
         let shadowed: Vec<String> = leaves.keys().filter(|p| dirs.contains(p.as_str())).cloned().collect();
         for path in &shadowed {
@@ -319,7 +392,8 @@ impl TreeBuilder {
             leaves.remove(path);
         }
 
-        // Children of each directory: (child path, is a directory).
+        // Children of each directory: (child path, is a directory), in byte
+        // order of the path, which is byte order of the name (same parent).
         let mut children: BTreeMap<String, BTreeSet<(String, bool)>> = BTreeMap::new();
         for path in leaves.keys() {
             let mut child = path.as_str();
@@ -335,36 +409,130 @@ impl TreeBuilder {
                 child_is_dir = true;
             }
         }
+        match pack(leaves, children, &labels, &ranks) {
+            Some(tree) => tree,
+            None => {
+                // Offsets are 32-bit and names and listings 16-bit: only a
+                // record far beyond EC2's limits (user data > 4 GiB) gets here.
+                tracing::error!("metadata tree too large to pack; serving none");
+                MetadataTree::default()
+            }
+        }
+    }
+}
 
-        let mut nodes: HashMap<Box<str>, Node> = HashMap::with_capacity(leaves.len() + children.len());
-        for (dir, entries) in children {
-            let mut entries: Vec<(String, bool)> = entries.into_iter().collect();
-            entries.sort_by(|(a, _), (b, _)| {
-                let rank = |p: &str| ranks.get(p).copied().unwrap_or(0);
-                (rank(a), name_of(a)).cmp(&(rank(b), name_of(b)))
-            });
-            let mut listing = String::new();
-            for (i, (child, is_dir)) in entries.iter().enumerate() {
-                if i > 0 {
-                    listing.push('\n');
+/// Lays out the nodes breadth first, each directory's children contiguous.
+fn pack(
+    mut leaves: BTreeMap<String, Pending>,
+    mut children: BTreeMap<String, BTreeSet<(String, bool)>>,
+    labels: &HashMap<String, String>,
+    ranks: &HashMap<String, u64>,
+) -> Option<MetadataTree> {
+    if leaves.is_empty() {
+        return Some(MetadataTree::default());
+    }
+    let size: usize = leaves
+        .iter()
+        .map(|(p, n)| {
+            p.len()
+                + match n {
+                    Pending::Leaf { body, .. } => body.len(),
+                    Pending::Role { imdsv1, imdsv2 } => imdsv1.len() + imdsv2.len(),
+                    Pending::Lazy(_) => 0,
                 }
-                match labels.get(child) {
-                    Some(label) => listing.push_str(label),
-                    None => {
-                        listing.push_str(name_of(child));
-                        if *is_dir {
-                            listing.push('/');
-                        }
+        })
+        .sum();
+    let mut data: Vec<u8> = Vec::with_capacity(size * 5 / 4);
+    let mut nodes: Vec<Entry> = Vec::with_capacity(leaves.len() + children.len());
+    let mut lazy = Vec::new();
+    let mut types: Vec<&'static str> = Vec::new();
+    let u32_of = |n: usize| u32::try_from(n).ok();
+    let empty =
+        Entry { name_start: 0, body_start: 0, body_len: 0, extra: 0, name_len: 0, count: 0, kind: Kind::Dir };
+    nodes.push(empty);
+    let mut queue: VecDeque<(String, usize)> = VecDeque::from([(String::new(), 0)]);
+    while let Some((dir, at)) = queue.pop_front() {
+        let entries = children.remove(&dir).unwrap_or_default();
+
+        let mut listed: Vec<&(String, bool)> = entries.iter().collect();
+        listed.sort_by(|(a, _), (b, _)| {
+            let rank = |p: &str| ranks.get(p).copied().unwrap_or(0);
+            (rank(a), name_of(a)).cmp(&(rank(b), name_of(b)))
+        });
+        let listing_start = data.len();
+        for (i, (child, is_dir)) in listed.into_iter().enumerate() {
+            if i > 0 {
+                data.push(b'\n');
+            }
+            match labels.get(child) {
+                Some(label) => data.extend_from_slice(label.as_bytes()),
+                None => {
+                    data.extend_from_slice(name_of(child).as_bytes());
+                    if *is_dir {
+                        data.push(b'/');
                     }
                 }
             }
-            nodes.insert(dir.into_boxed_str(), Node::Dir(listing.into()));
         }
-        for (path, node) in leaves {
-            nodes.insert(path.into_boxed_str(), node);
+        let first = nodes.len();
+        let dir_entry = nodes.get_mut(at)?;
+        dir_entry.body_start = u32_of(listing_start)?;
+        dir_entry.body_len = u32_of(data.len() - listing_start)?;
+        dir_entry.extra = u32_of(first)?;
+        dir_entry.count = u16::try_from(entries.len()).ok()?;
+
+        for (child, is_dir) in entries {
+            let name = name_of(&child);
+            let mut e =
+                Entry { name_start: u32_of(data.len())?, name_len: u16::try_from(name.len()).ok()?, ..empty };
+            data.extend_from_slice(name.as_bytes());
+            if is_dir {
+                queue.push_back((child, nodes.len()));
+            } else {
+                let body_start = data.len();
+                e.body_start = u32_of(body_start)?;
+                match leaves.remove(&child)? {
+                    Pending::Leaf { body, content_type } => {
+                        e.kind = Kind::Leaf;
+                        data.extend_from_slice(&body);
+                        if content_type != TEXT_PLAIN {
+                            let i = match types.iter().position(|t| *t == content_type) {
+                                Some(i) => i,
+                                None => {
+                                    types.push(content_type);
+                                    types.len() - 1
+                                }
+                            };
+                            e.extra = u32_of(i + 1)?;
+                        }
+                        e.body_len = u32_of(body.len())?;
+                    }
+                    Pending::Role { imdsv1, imdsv2 } => {
+                        e.kind = Kind::Role;
+                        data.extend_from_slice(&imdsv1);
+                        data.extend_from_slice(&imdsv2);
+                        e.body_len = u32_of(imdsv1.len())?;
+                        e.extra = u32_of(imdsv2.len())?;
+                    }
+                    Pending::Lazy(leaf) => {
+                        e.kind = Kind::Lazy;
+                        e.extra = u32_of(lazy.len())?;
+                        lazy.push(leaf);
+                    }
+                }
+            }
+            nodes.push(e);
         }
-        MetadataTree { nodes }
     }
+    u32_of(data.len())?;
+    Some(MetadataTree {
+        // A boxed slice holds no spare capacity, and its `Bytes` gets one
+        // shared header at the first request, not one per body.
+        data: Bytes::from(data.into_boxed_slice()),
+        nodes: nodes.into_boxed_slice(),
+        lazy: lazy.into_boxed_slice(),
+        types: types.into_boxed_slice(),
+    })
 }
 
 /// Last segment of a tree path.
@@ -626,7 +794,8 @@ fn render_interface(b: &mut TreeBuilder, r: &InstanceRecord, nic: &NetworkInterf
 fn render_dynamic(b: &mut TreeBuilder, r: &InstanceRecord, signer: Option<&Arc<RegionSigner>>) {
     let monitoring = if r.monitoring { "enabled" } else { "disabled" };
     b.leaf("dynamic/fws/instance-monitoring", monitoring);
-    let document = docs::identity_document(r);
+    // One copy shared by the three signers' closures (each signs on first request).
+    let document = Bytes::from(docs::identity_document(r));
     if let Some(signer) = signer {
         // Each signs exactly the bytes served at `document` (categories.md §3.2).
         type SignFn = fn(&RegionSigner, &[u8]) -> Result<String, imds_identity::IdentityError>;
@@ -639,7 +808,7 @@ fn render_dynamic(b: &mut TreeBuilder, r: &InstanceRecord, signer: Option<&Arc<R
             let (signer, doc) = (Arc::clone(signer), document.clone());
             b.lazy(
                 &format!("dynamic/instance-identity/{name}"),
-                LazyLeaf::new(move || match sign(&signer, doc.as_bytes()) {
+                LazyLeaf::new(move || match sign(&signer, &doc) {
                     Ok(text) => Some(Bytes::from(text)),
                     Err(e) => {
                         tracing::error!(error = %e, kind = name, "cannot sign the identity document");
@@ -649,7 +818,7 @@ fn render_dynamic(b: &mut TreeBuilder, r: &InstanceRecord, signer: Option<&Arc<R
             );
         }
     }
-    b.json("dynamic/instance-identity/document", document);
+    b.leaf("dynamic/instance-identity/document", document);
 }
 
 #[cfg(test)]
@@ -795,10 +964,10 @@ mod tests {
         let mut queue = vec![String::new()];
         seen.insert(String::new());
         while let Some(dir) = queue.pop() {
-            let Some(Node::Dir(listing)) = tree.get(&dir) else {
+            let Some(listing) = tree.get(&dir).filter(Node::is_dir).and_then(|n| n.body(false)) else {
                 panic!("{name}: {dir:?} is not a directory");
             };
-            let listing = std::str::from_utf8(listing).unwrap();
+            let listing = std::str::from_utf8(&listing).unwrap();
             assert!(!listing.is_empty(), "{name}: empty listing at {dir:?}");
             for entry in listing.split('\n') {
                 assert!(!entry.is_empty(), "{name}: empty entry in {dir:?}");
@@ -813,13 +982,13 @@ mod tests {
                 };
                 let child = if dir.is_empty() { segment.to_owned() } else { format!("{dir}/{segment}") };
                 let node = tree.get(&child).unwrap_or_else(|| panic!("{name}: listed {child:?} is 404"));
-                assert_eq!(matches!(node, Node::Dir(_)), claims_dir, "{name}: {child:?} listed as {entry:?}");
+                assert_eq!(node.is_dir(), claims_dir, "{name}: {child:?} listed as {entry:?}");
                 if seen.insert(child.clone()) && claims_dir {
                     queue.push(child);
                 }
             }
         }
-        let all: BTreeSet<String> = tree.paths().map(str::to_owned).collect();
+        let all: BTreeSet<String> = tree.paths().collect();
         let orphans: Vec<_> = all.difference(&seen).collect();
         assert!(orphans.is_empty(), "{name}: unreachable {orphans:?}");
     }
@@ -953,7 +1122,7 @@ mod tests {
     fn no_body_ends_with_a_newline() {
         for (name, tree) in fixtures() {
             for path in tree.paths().filter(|p| *p != "user-data") {
-                let node = tree.get(path).unwrap();
+                let node = tree.get(&path).unwrap();
                 for v2 in [false, true] {
                     let body = node.body(v2).unwrap();
                     assert!(!body.ends_with(b"\n"), "{name}: {path} ends with a newline");
@@ -1046,7 +1215,7 @@ mod tests {
         r.user_data = Some(b"x".to_vec());
         let tree = render_with_creds(&r);
         for path in tree.paths().filter(|p| *p != "user-data") {
-            assert_eq!(tree.get(path).unwrap().content_type(), TEXT_PLAIN, "{path}");
+            assert_eq!(tree.get(&path).unwrap().content_type(), TEXT_PLAIN, "{path}");
         }
     }
 
@@ -1352,6 +1521,25 @@ mod tests {
         assert!(tree.get("bad").is_none());
         assert_eq!(tree.len(), 6);
         crawl("builder", &tree);
+    }
+
+    #[test]
+    fn paths_below_a_leaf_or_with_empty_segments_are_absent() {
+        let tree = render_with_creds(&sample());
+        for path in [
+            "meta-data/instance-id/x",
+            "meta-data//instance-id",
+            "meta-data/",
+            "/meta-data",
+            "meta-data/placement/region/",
+            "meta-dat",
+            "meta-data/instance-idx",
+            "dynamic/instance-identity/document/more",
+        ] {
+            assert!(tree.get(path).is_none(), "{path:?}");
+        }
+        assert!(tree.get("meta-data/placement").unwrap().is_dir());
+        assert!(!tree.get("meta-data/placement/region").unwrap().is_dir());
     }
 
     #[test]
