@@ -4,14 +4,16 @@
 //!
 //! ```text
 //! load-instances --db DIR/imdsd.redb --count 100000 [--batch 20000] [--no-role]
-//!                [--extra i-00000000000000002=127.0.0.2 ...]
+//!                [--base 10.0.0.1] [--extra i-00000000000000002=127.0.0.2 ...]
 //! ```
 //!
 //! Instance `n` (0-based) gets the id `i-1000000000000000` + n (17 hex
 //! digits) and the private address 10.0.0.0 + n + 1 (10.0.0.1,
 //! 10.0.0.2, …, so up to 16M instances), no IPv6, no user data; everything
 //! else comes from `imds_core::sample::sample_instance` (role `demo-role`
-//! unless `--no-role`). `--extra ID=IPV4` adds an instance at that address
+//! unless `--no-role`). `--base IPV4` moves the first address (e.g.
+//! `127.1.0.1`, so that a client on the same machine can call every
+//! instance's data plane from its own loopback address). `--extra ID=IPV4` adds an instance at that address
 //! (the abuse benchmark's 127.0.0.2 / 127.0.0.3). Prints one JSON line:
 //! `{"written": N, "seconds": S, "bytes_per_record": B}`.
 
@@ -29,15 +31,25 @@ struct Args {
     batch: usize,
     role: bool,
     extra: Vec<(String, Ipv4Addr)>,
+    base: Ipv4Addr,
 }
 
 fn usage() -> ! {
-    eprintln!("usage: load-instances --db FILE --count N [--batch N] [--no-role] [--extra ID=IPV4]...");
+    eprintln!(
+        "usage: load-instances --db FILE --count N [--batch N] [--no-role] [--base IPV4] [--extra ID=IPV4]..."
+    );
     std::process::exit(2)
 }
 
 fn parse_args() -> Args {
-    let mut args = Args { db: String::new(), count: 0, batch: 20_000, role: true, extra: Vec::new() };
+    let mut args = Args {
+        db: String::new(),
+        count: 0,
+        batch: 20_000,
+        role: true,
+        extra: Vec::new(),
+        base: Ipv4Addr::new(10, 0, 0, 1),
+    };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| usage());
@@ -46,6 +58,7 @@ fn parse_args() -> Args {
             "--count" => args.count = value().parse().unwrap_or_else(|_| usage()),
             "--batch" => args.batch = value().parse().unwrap_or_else(|_| usage()),
             "--no-role" => args.role = false,
+            "--base" => args.base = value().parse().unwrap_or_else(|_| usage()),
             "--extra" => {
                 let v = value();
                 let (id, ip) = v.split_once('=').unwrap_or_else(|| usage());
@@ -89,7 +102,7 @@ async fn main() {
     let mut ops = Vec::with_capacity(args.batch);
     let mut written = 0u64;
     let mut bytes = 0usize;
-    let base = u32::from(Ipv4Addr::new(10, 0, 0, 1));
+    let base = u32::from(args.base);
     let numbered = (0..args.count).map(|n| {
         let offset = u32::try_from(n).unwrap_or(u32::MAX);
         (format!("i-{:017x}", FIRST_ID + n), Ipv4Addr::from(base.saturating_add(offset)))
