@@ -33,6 +33,8 @@
 //! | --- | --- |
 //! | `usage/counts/<instance-id>/<hour>` | one hour of per-minute counts (below) |
 //! | `usage/callers/<instance-id>` | the instance's caller groups and bookkeeping (below) |
+//! | `usage/runs/<run-id>` | the minutes one recorder run flushed ([`coverage`]) |
+//! | `usage/served/<instance-id>` | the spans of minutes in which runs served the instance ([`coverage`]) |
 //!
 //! `<hour>` is the Unix time (seconds) of the start of the UTC hour, in
 //! decimal (ten digits until the year 2286, so key order is time order).
@@ -46,9 +48,17 @@
 //! ```
 //!
 //! `seen` is a bit mask (bit *i* = minute *i*) of the minutes in which the
-//! instance was *observed*: it made a token-less request (served or
-//! rejected), or the [`ServedInstances`] hook reported it served. A minute
-//! with a non-zero count is always observed.
+//! instance made a token-less request (served or rejected). A minute with a
+//! non-zero count is always seen.
+//!
+//! Minutes in which the instance was merely *served* (reported by the
+//! [`ServedInstances`] hook) are not written per instance: each recorder
+//! run keeps one record of the minutes it flushed, and each instance a
+//! span naming the run, opened when the run starts serving it and closed
+//! when it stops ([`coverage`]). While the served set does not change, a
+//! flush writes only the run record (at most once a minute), so an idle
+//! fleet of any size costs one small write per minute; the hook's list is
+//! compared on a blocking thread, off the runtime's workers.
 //!
 //! A callers record holds at most [`UsageConfig::top_callers_per_instance`]
 //! groups, the requests of groups that were evicted to keep that bound
@@ -63,9 +73,9 @@
 //!  "newest_minute":1795482000,"flush":"8c1e…/17"}
 //! ```
 //!
-//! A flush writes, per instance, the callers record and every hour record it
-//! touches in one transaction, guarded by a compare on each key's
-//! `mod_revision`, and retries with fresh reads on conflict: two processes
+//! A flush writes, per instance that made token-less requests, the callers
+//! record and every hour record it touches in one transaction, guarded by a
+//! compare on each key's `mod_revision`, and retries with fresh reads on conflict: two processes
 //! may flush the same instance when it moves between hosts in fleet mode,
 //! and neither loses the other's counts.
 //!
@@ -74,8 +84,8 @@
 //! CloudWatch reports nothing for a period without data points; a migrating
 //! operator, however, must be able to see `MetadataNoToken` **= 0**, not
 //! "no data". The rule here: a period inside `[start, end)` gets a datapoint
-//! if and only if at least one of its minutes was *observed* (see `seen`
-//! above). Each observed minute is one sample whose value is that minute's
+//! if and only if at least one of its minutes was *observed*: `seen` in
+//! its hour record, or inside one of its served spans (above). Each observed minute is one sample whose value is that minute's
 //! count (0 if there was none), so `SampleCount` is the number of observed
 //! minutes in the period, `Sum` their total, `Average = Sum / SampleCount`,
 //! and `Minimum` / `Maximum` range over them. Consequences:
@@ -94,7 +104,9 @@
 //! caller groups (and `other`) last seen before then are dropped, and a
 //! callers record with nothing left is deleted. The sweep is incremental:
 //! at most once an hour it lists `usage/callers/`, then each flush sweeps a
-//! few instances with a bounded number of deletes.
+//! few instances with a bounded number of deletes. The same hourly round
+//! drops served spans and run records that ended before the retention
+//! (decoding them on a blocking thread).
 //!
 //! # Counting guarantees
 //!
@@ -107,6 +119,7 @@
 //! counted twice (at least once, never silently lost). Counts not yet
 //! flushed are not visible to [`metric_statistics`] or [`v1_callers`].
 
+pub mod coverage;
 pub mod layout;
 mod query;
 mod recorder;

@@ -2,9 +2,10 @@
 //! and the v1-caller report. Both read the store only; counts still in a
 //! recorder's memory are not included (flush first to see them).
 
+use crate::coverage::covered_minutes;
 use crate::layout::{
     self, CALLERS_PREFIX, CallersRecord, MINUTE, MINUTES_PER_HOUR, hour_of, instance_of_callers_key,
-    minute_of, read_hours,
+    minute_index, minute_of, read_hours,
 };
 use imds_core::InstanceId;
 use imds_store::{Store, StoreError};
@@ -250,17 +251,41 @@ pub async fn metric_statistics(
     // `requested` <= 1440, so this fits.
     let mut periods = vec![Acc::default(); usize::try_from(requested).unwrap_or(0)];
     let hours = read_hours(store, instance, hour_of(start), hour_of(end - 1)).await?;
-    for (hour, record) in hours {
+    let mut add = |minute: u64, value: u64| {
+        let slot = usize::try_from((minute - start) / period).ok().and_then(|i| periods.get_mut(i));
+        if let Some(acc) = slot {
+            acc.add(value);
+        }
+    };
+    for (hour, record) in &hours {
         for idx in 0..MINUTES_PER_HOUR {
             let minute = hour + MINUTE * idx as u64;
             if minute < start || minute >= end || !record.is_seen(idx) {
                 continue;
             }
-            let slot = usize::try_from((minute - start) / period).ok().and_then(|i| periods.get_mut(i));
-            if let Some(acc) = slot {
-                acc.add(record.count(metric, idx));
-            }
+            add(minute, record.count(metric, idx));
         }
+    }
+    // Minutes the instance was served without token-less activity are
+    // observed with a count of 0; a minute is one sample however many
+    // spans cover it.
+    let mut covered = covered_minutes(store, instance, start, end).await?;
+    covered.sort_unstable();
+    let mut next_free = start;
+    for (from, to) in covered {
+        let mut minute = from.max(next_free);
+        while minute <= to {
+            let seen = hours
+                .binary_search_by_key(&hour_of(minute), |(h, _)| *h)
+                .ok()
+                .and_then(|i| hours.get(i))
+                .is_some_and(|(_, r)| r.is_seen(minute_index(minute)));
+            if !seen {
+                add(minute, 0);
+            }
+            minute += MINUTE;
+        }
+        next_free = next_free.max(to.saturating_add(MINUTE));
     }
     Ok(periods
         .into_iter()

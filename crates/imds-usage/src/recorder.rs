@@ -9,17 +9,20 @@
 //! paths clipped to [`MAX_USER_AGENT_BYTES`] / [`MAX_PATH_BYTES`], and one
 //! small entry per minute.
 
+use crate::coverage::{
+    RUNS_PREFIX, RunRecord, SERVED_PREFIX, ServedRecord, SpanChange, run_key, served_for_update, served_key,
+};
 use crate::layout::{
-    CALLERS_PREFIX, CallersRecord, HourRecord, MINUTE, Span, absorb_into, callers_for_update, callers_key,
+    CALLERS_PREFIX, CallersRecord, HourRecord, Span, absorb_into, callers_for_update, callers_key,
     counts_key, counts_prefix, hour_expired, hour_for_update, hour_of, hour_of_counts_key,
     instance_of_callers_key, minute_index, minute_of,
 };
 use crate::query::Metric;
 use imds_core::{Clock, InstanceId};
 use imds_dataplane::usage::UsageSink;
-use imds_store::{Compare, Op, Store, StoreError};
+use imds_store::{Compare, Op, Revision, Store, StoreError};
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -38,15 +41,9 @@ const SHARDS: usize = 16;
 /// Attempts of one instance's read-modify-write before a flush gives up on
 /// it (and keeps its counts for the next flush).
 const MAX_ATTEMPTS: usize = 16;
-/// Observed-but-idle minutes from [`ServedInstances`] are written once they
-/// are this old (or with the instance's next counts, or at shutdown), so an
-/// idle fleet costs one write per instance every few minutes, not per flush.
-const IDLE_COVERAGE_DELAY: u64 = 300;
-/// After a long pause between flushes, at most this much of the gap is
-/// marked observed for a served instance.
-const MAX_COVERAGE_BACKFILL: u64 = 3600;
-/// Bound of an instance's observed minutes waiting to be written.
-const MAX_UNWRITTEN_COVERAGE: usize = 1440;
+/// Served-span changes (instances a run starts or stops serving) written
+/// per transaction.
+const SPAN_CHANGES_PER_TXN: usize = 256;
 /// A retention sweep over all instances starts at most this often.
 const SWEEP_EVERY: u64 = 3600;
 /// Instances swept per flush.
@@ -211,20 +208,21 @@ impl Pending {
     }
 }
 
-/// Minutes a served instance was observed, waiting to be written.
-#[derive(Debug, Default)]
-struct Coverage {
-    /// The newest minute marked; `None` once the instance is no longer served.
-    last_marked: Option<u64>,
-    /// Marked minutes not written yet, ascending.
-    unwritten: Vec<u64>,
-}
-
 /// State owned by the (single) flush in progress.
 #[derive(Debug, Default)]
 struct FlushState {
     seq: u64,
-    coverage: HashMap<InstanceId, Coverage>,
+    /// The instances served at the last flush: each has an open span of
+    /// this run in the store, or a change queued in `span_changes`.
+    served: HashSet<InstanceId>,
+    /// The minute of the last flush that read the served set.
+    last_minute: Option<u64>,
+    /// The first minute of this run.
+    run_from: Option<u64>,
+    /// The last `to` written to this run's record.
+    run_written: Option<u64>,
+    /// Span changes not written yet (a write failed), oldest first.
+    span_changes: HashMap<InstanceId, Vec<SpanChange>>,
     sweep_queue: VecDeque<InstanceId>,
     /// Clock time (s) before which no new sweep round starts.
     next_sweep: u64,
@@ -384,7 +382,7 @@ impl UsageRecorder {
             }
             tokio::select! {
                 _ = ticker.tick() => {
-                    if let Err(e) = self.flush_inner(false).await {
+                    if let Err(e) = self.flush_inner().await {
                         tracing::warn!(error = %e, "usage flush failed; counts kept for the next one");
                     }
                 }
@@ -395,21 +393,21 @@ impl UsageRecorder {
                 }
             }
         }
-        if let Err(e) = self.flush_inner(true).await {
+        if let Err(e) = self.flush_inner().await {
             tracing::error!(error = %e, "last usage flush failed; unflushed IMDSv1 counts are lost");
         }
     }
 
-    /// Merges everything counted so far into the store now (including
-    /// observed idle minutes that `run` would still hold back), then does a
-    /// bounded step of the retention sweep. On error, the counts that could
+    /// Merges everything counted so far into the store now (and the
+    /// changes of the served set since the last flush), then does a bounded
+    /// step of the retention sweep. On error, the counts that could
     /// not be written stay in memory for the next flush; the first error is
     /// returned.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.flush_inner(true).await
+        self.flush_inner().await
     }
 
-    async fn flush_inner(&self, force: bool) -> Result<(), StoreError> {
+    async fn flush_inner(&self) -> Result<(), StoreError> {
         let mut state = self.flushing.lock().await;
         let now = self.clock.now_secs();
         let cutoff = now.saturating_sub(self.config.retention_secs());
@@ -420,9 +418,11 @@ impl UsageRecorder {
         for shard in self.shards.iter() {
             batches.extend(std::mem::take(&mut *lock(shard)));
         }
-        self.observe_served(&mut state, now, force, &mut batches);
-
         let mut first_error = None;
+        if let Err(e) = self.observe_served(&mut state, now).await {
+            tracing::warn!(error = %e, "could not record which instances are served; retrying at the next flush");
+            first_error = Some(e);
+        }
         for (id, batch) in batches {
             let Err(e) = self.write_instance(&id, &batch, &marker, cutoff).await else { continue };
             if matches!(e, StoreError::OutcomeUnknown(_)) && self.carries_marker(&id, &marker).await {
@@ -440,59 +440,153 @@ impl UsageRecorder {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Marks the minutes since the last flush observed for every served
-    /// instance, and moves those that are due into `batches`.
-    fn observe_served(
-        &self,
-        state: &mut FlushState,
-        now: u64,
-        force: bool,
-        batches: &mut HashMap<InstanceId, Pending>,
-    ) {
-        if let Some(served) = &self.served {
-            let now_minute = minute_of(now);
-            let floor = minute_of(now.saturating_sub(MAX_COVERAGE_BACKFILL));
-            let mut next: HashMap<InstanceId, Coverage> = HashMap::new();
-            for id in served.served() {
-                if next.contains_key(&id) {
-                    continue;
+    /// Records which instances this run serves: reads the served set,
+    /// queues a span change for each instance that appeared or disappeared
+    /// since the last flush, extends this run's record to this minute, and
+    /// writes the queued changes in a few batched transactions. While the
+    /// served set does not change, this writes one small key (at most once
+    /// a minute), whatever the number of instances.
+    async fn observe_served(&self, state: &mut FlushState, now: u64) -> Result<(), StoreError> {
+        let Some(served) = &self.served else { return Ok(()) };
+        let now_minute = minute_of(now);
+        let hook = Arc::clone(served);
+        let previous = std::mem::take(&mut state.served);
+        // Reading and comparing the served set walks every instance: a
+        // blocking thread does it, not the runtime's workers (which serve
+        // the data plane in `imdsd serve`).
+        let diff = tokio::task::spawn_blocking(move || {
+            let current: HashSet<InstanceId> = hook.served().into_iter().collect();
+            let added: Vec<InstanceId> = current.difference(&previous).cloned().collect();
+            let removed: Vec<InstanceId> = previous.difference(&current).cloned().collect();
+            (current, added, removed)
+        })
+        .await;
+        let (current, added, removed) = match diff {
+            Ok(d) => d,
+            Err(e) => {
+                // The served set is forgotten: the next flush sees every
+                // instance as new, and opening an open span changes nothing.
+                tracing::error!(error = %e, "reading the served instances failed");
+                (HashSet::new(), Vec::new(), Vec::new())
+            }
+        };
+        if let Some(last) = state.last_minute {
+            for id in removed {
+                state.span_changes.entry(id).or_default().push(SpanChange::Close(last));
+            }
+        }
+        for id in added {
+            state.span_changes.entry(id).or_default().push(SpanChange::Open(now_minute));
+        }
+        state.served = current;
+        state.last_minute = Some(now_minute);
+        if !state.served.is_empty() && state.run_written.is_none_or(|w| w < now_minute) {
+            // Before the spans that name this run.
+            let record = RunRecord { from: *state.run_from.get_or_insert(now_minute), to: now_minute };
+            self.store.txn(Vec::new(), vec![Op::put(run_key(&self.flush_id), record.encode()?)]).await?;
+            state.run_written = Some(now_minute);
+        }
+        self.write_span_changes(state).await
+    }
+
+    /// Writes the queued span changes, [`SPAN_CHANGES_PER_TXN`] instances
+    /// per transaction; what fails stays queued.
+    async fn write_span_changes(&self, state: &mut FlushState) -> Result<(), StoreError> {
+        if state.span_changes.is_empty() {
+            return Ok(());
+        }
+        let queued: Vec<(InstanceId, Vec<SpanChange>)> =
+            std::mem::take(&mut state.span_changes).into_iter().collect();
+        let mut first_error = None;
+        for chunk in queued.chunks(SPAN_CHANGES_PER_TXN) {
+            if let Err(e) = self.write_span_chunk(chunk).await {
+                // Changes are idempotent: after an unknown outcome they are
+                // simply applied again.
+                state.span_changes.extend(chunk.iter().cloned());
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// One compare-and-set transaction over the served records of `chunk`,
+    /// retried with fresh reads on conflict.
+    async fn write_span_chunk(&self, chunk: &[(InstanceId, Vec<SpanChange>)]) -> Result<(), StoreError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let mut compares = Vec::new();
+            let mut ops = Vec::new();
+            for (id, changes) in chunk {
+                let key = served_key(id);
+                let kv = self.store.get(&key).await?;
+                let (mut record, revision) = served_for_update(kv.as_ref());
+                let mut changed = false;
+                for change in changes {
+                    changed |= record.apply(&self.flush_id, *change);
                 }
-                let mut cov = state.coverage.remove(&id).unwrap_or_default();
-                let mut minute = match cov.last_marked {
-                    Some(m) => m.saturating_add(MINUTE).max(floor),
-                    None => now_minute,
+                if changed {
+                    ops.push(Op::put(key.clone(), record.encode()?));
+                    compares.push(Compare::ModRevision(key, revision));
+                }
+            }
+            if ops.is_empty() || self.store.txn(compares, ops).await?.is_some() {
+                return Ok(());
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "served spans: {MAX_ATTEMPTS} attempts conflicted with concurrent writers"
+        )))
+    }
+
+    /// Drops served spans that ended before `cutoff`, served records left
+    /// empty, and the records of runs that ended before it.
+    async fn sweep_coverage(&self, cutoff: u64) -> Result<(), StoreError> {
+        let (runs, _) = self.store.list(RUNS_PREFIX).await?;
+        let (served, _) = self.store.list(SERVED_PREFIX).await?;
+        let own = run_key(&self.flush_id);
+        // Decoding every served record is O(instances): on a blocking thread.
+        let plan = tokio::task::spawn_blocking(move || {
+            let mut ends: HashMap<String, u64> = HashMap::new();
+            let mut writes: Vec<(String, Revision, Option<Vec<u8>>)> = Vec::new();
+            for kv in &runs {
+                let Ok(run) = RunRecord::decode(&kv.key, &kv.value) else { continue };
+                let id = kv.key.strip_prefix(RUNS_PREFIX).unwrap_or_default().to_owned();
+                ends.insert(id, run.to);
+                if kv.key != own && hour_expired(hour_of(run.to), cutoff) {
+                    writes.push((kv.key.clone(), kv.mod_revision, None));
+                }
+            }
+            for kv in served {
+                let mut record = match ServedRecord::decode(&kv.key, &kv.value) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "deleting corrupt usage served record");
+                        writes.push((kv.key, kv.mod_revision, None));
+                        continue;
+                    }
                 };
-                while minute <= now_minute {
-                    cov.unwritten.push(minute);
-                    minute += MINUTE;
-                }
-                if cov.last_marked.is_none_or(|m| m < now_minute) {
-                    cov.last_marked = Some(now_minute);
-                }
-                if cov.unwritten.len() > MAX_UNWRITTEN_COVERAGE {
-                    let excess = cov.unwritten.len() - MAX_UNWRITTEN_COVERAGE;
-                    cov.unwritten.drain(..excess);
-                }
-                next.insert(id, cov);
-            }
-            // No longer served: what was observed is still written.
-            for (id, cov) in state.coverage.drain() {
-                if !cov.unwritten.is_empty() {
-                    next.insert(id, Coverage { last_marked: None, unwritten: cov.unwritten });
+                if record.prune(cutoff, |run| ends.get(run).copied()) {
+                    let value = if record.spans.is_empty() { None } else { record.encode().ok() };
+                    writes.push((kv.key, kv.mod_revision, value));
                 }
             }
-            state.coverage = next;
+            writes
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("usage coverage sweep: {e}")))?;
+        for chunk in plan.chunks(DELETES_PER_TXN) {
+            let compares = chunk.iter().map(|(k, rev, _)| Compare::ModRevision(k.clone(), *rev)).collect();
+            let ops = chunk
+                .iter()
+                .map(|(k, _, v)| match v {
+                    Some(v) => Op::put(k.clone(), v.clone()),
+                    None => Op::delete(k.as_str()),
+                })
+                .collect();
+            // A conflict means a flush just wrote one of them; the next
+            // round sees it.
+            self.store.txn(compares, ops).await?;
         }
-        for (id, cov) in &mut state.coverage {
-            let Some(&oldest) = cov.unwritten.first() else { continue };
-            if force || batches.contains_key(id) || oldest.saturating_add(IDLE_COVERAGE_DELAY) <= now {
-                let batch = batches.entry(id.clone()).or_default();
-                for minute in cov.unwritten.drain(..) {
-                    batch.add_minute(minute, [0, 0]);
-                }
-            }
-        }
-        state.coverage.retain(|_, c| c.last_marked.is_some() || !c.unwritten.is_empty());
+        Ok(())
     }
 
     /// Merges one instance's batch into its callers record and hour records
@@ -574,8 +668,11 @@ impl UsageRecorder {
             if now < state.next_sweep {
                 return Ok(());
             }
-            let (kvs, _) = self.store.list(CALLERS_PREFIX).await?;
             state.next_sweep = now.saturating_add(SWEEP_EVERY);
+            if let Err(e) = self.sweep_coverage(cutoff).await {
+                tracing::warn!(error = %e, "usage coverage sweep failed; it runs again with the next round");
+            }
+            let (kvs, _) = self.store.list(CALLERS_PREFIX).await?;
             state.sweep_queue = kvs.iter().filter_map(|kv| instance_of_callers_key(&kv.key)).collect();
         }
         let mut budget = SWEEP_DELETES_PER_FLUSH;

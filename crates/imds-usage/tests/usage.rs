@@ -609,3 +609,181 @@ mod property {
         }
     }
 }
+
+/// A memory store that counts transactions and the keys they write.
+#[derive(Default)]
+struct Counting {
+    inner: MemoryStore,
+    txns: std::sync::atomic::AtomicUsize,
+    writes: std::sync::atomic::AtomicUsize,
+}
+
+impl Counting {
+    /// (transactions, written keys) since the last call.
+    fn take(&self) -> (usize, usize) {
+        (self.txns.swap(0, Ordering::SeqCst), self.writes.swap(0, Ordering::SeqCst))
+    }
+}
+
+impl Store for Counting {
+    fn get(&self, key: &str) -> BoxFuture<'_, Result<Option<KeyValue>, StoreError>> {
+        self.inner.get(key)
+    }
+    fn list(&self, prefix: &str) -> BoxFuture<'_, Result<(Vec<KeyValue>, Revision), StoreError>> {
+        self.inner.list(prefix)
+    }
+    fn txn(
+        &self,
+        compares: Vec<Compare>,
+        ops: Vec<Op>,
+    ) -> BoxFuture<'_, Result<Option<Revision>, StoreError>> {
+        self.txns.fetch_add(1, Ordering::SeqCst);
+        self.writes.fetch_add(ops.len(), Ordering::SeqCst);
+        self.inner.txn(compares, ops)
+    }
+    fn watch(
+        &self,
+        prefix: &str,
+        from: Revision,
+    ) -> BoxFuture<'_, Result<imds_store::WatchReceiver, StoreError>> {
+        self.inner.watch(prefix, from)
+    }
+}
+
+/// A served set that tests change between flushes.
+fn fleet(ids: Vec<InstanceId>) -> (Arc<std::sync::Mutex<Vec<InstanceId>>>, impl Fn() -> Vec<InstanceId>) {
+    let set = Arc::new(std::sync::Mutex::new(ids));
+    let view = Arc::clone(&set);
+    (set, move || view.lock().unwrap().clone())
+}
+
+#[tokio::test]
+async fn an_idle_fleet_costs_one_small_write_per_minute_not_per_instance() {
+    const FLEET: usize = 10_000;
+    let counting = Arc::new(Counting::default());
+    let store: Arc<dyn Store> = counting.clone();
+    let clock = ManualClock::new(T0 * 1000);
+    let ids: Vec<InstanceId> = (0..FLEET as u64).map(|n| instance(0x1000 + n)).collect();
+    let (set, served) = fleet(ids.clone());
+    let rec =
+        UsageRecorder::with_served(Arc::clone(&store), Arc::new(clock.clone()), config(20), Arc::new(served));
+
+    // First sight of the fleet: one span per instance, batched.
+    rec.flush().await.unwrap();
+    let (txns, writes) = counting.take();
+    assert!(txns <= 1 + FLEET.div_ceil(256) + 2, "{txns} transactions for the first flush");
+    assert!(writes <= FLEET + 3, "{writes} keys written for the first flush");
+
+    // Ten idle minutes of 10-s flushes: the run record, once a minute.
+    for k in 1..=60 {
+        clock.set_millis((T0 + 10 * k) * 1000);
+        rec.flush().await.unwrap();
+    }
+    let (txns, writes) = counting.take();
+    assert!(txns <= 10, "{txns} transactions in 60 idle flushes of {FLEET} instances");
+    assert!(writes <= 10, "{writes} keys written in 60 idle flushes");
+
+    // Three instances call IMDSv1: their counts, nothing for the others.
+    for id in &ids[..3] {
+        rec.no_token(id, ip(5), Some(b"curl/8"), "/latest/meta-data/");
+    }
+    clock.set_millis((T0 + 610) * 1000);
+    rec.flush().await.unwrap();
+    let (txns, _) = counting.take();
+    assert!(txns <= 3 + 1, "{txns} transactions for 3 called instances");
+
+    // One instance goes away: one batched change.
+    set.lock().unwrap().pop();
+    clock.set_millis((T0 + 620) * 1000);
+    rec.flush().await.unwrap();
+    let (txns, writes) = counting.take();
+    assert!(txns <= 2 && writes <= 2, "{txns} transactions / {writes} keys for one instance leaving");
+
+    // Every idle minute still reads 0, not "no data"; the called minute
+    // has its count; the departed instance ends with its last flush.
+    let idle = &ids[100];
+    let points =
+        metric_statistics(store.as_ref(), idle, Metric::MetadataNoToken, T0, T0 + 720, 60).await.unwrap();
+    assert_eq!(points.len(), 11, "{points:?}");
+    assert!(points.iter().all(|p| p.sum == 0.0 && p.sample_count == 1.0), "{points:?}");
+    let points = metric_statistics(store.as_ref(), &ids[0], Metric::MetadataNoToken, T0 + 600, T0 + 660, 60)
+        .await
+        .unwrap();
+    assert_eq!(sums(&points), [(T0 + 600, 1.0)]);
+    let gone = ids.last().unwrap();
+    let points =
+        metric_statistics(store.as_ref(), gone, Metric::MetadataNoToken, T0, T0 + 720, 60).await.unwrap();
+    assert_eq!(points.last().map(|p| p.timestamp), Some(T0 + 600), "{points:?}");
+}
+
+#[tokio::test]
+async fn a_restart_covers_its_own_minutes_not_the_downtime() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let clock = ManualClock::new(T0 * 1000);
+    let id = instance(60);
+    let first = {
+        let id = id.clone();
+        UsageRecorder::with_served(
+            Arc::clone(&store),
+            Arc::new(clock.clone()),
+            config(20),
+            Arc::new(move || vec![id.clone()]),
+        )
+    };
+    first.flush().await.unwrap();
+    clock.set_millis((T0 + 130) * 1000);
+    first.flush().await.unwrap();
+    // The process dies without a last flush; another starts 5 minutes on.
+    drop(first);
+    clock.set_millis((T0 + 480) * 1000);
+    let second = {
+        let id = id.clone();
+        UsageRecorder::with_served(
+            Arc::clone(&store),
+            Arc::new(clock.clone()),
+            config(20),
+            Arc::new(move || vec![id.clone()]),
+        )
+    };
+    second.flush().await.unwrap();
+    clock.set_millis((T0 + 545) * 1000);
+    second.flush().await.unwrap();
+    let points =
+        metric_statistics(store.as_ref(), &id, Metric::MetadataNoToken, T0, T0 + 900, 60).await.unwrap();
+    let minutes: Vec<u64> = points.iter().map(|p| (p.timestamp - T0) / 60).collect();
+    assert_eq!(minutes, [0, 1, 2, 8, 9]);
+    // A 5-minute period counts each served minute once.
+    let points =
+        metric_statistics(store.as_ref(), &id, Metric::MetadataNoToken, T0, T0 + 600, 300).await.unwrap();
+    assert_eq!(points.iter().map(|p| p.sample_count).collect::<Vec<_>>(), [3.0, 2.0]);
+}
+
+#[tokio::test]
+async fn served_spans_past_retention_are_deleted() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let clock = ManualClock::new(T0 * 1000);
+    let id = instance(61);
+    let old = {
+        let id = id.clone();
+        UsageRecorder::with_served(
+            Arc::clone(&store),
+            Arc::new(clock.clone()),
+            config(20),
+            Arc::new(move || vec![id.clone()]),
+        )
+    };
+    old.flush().await.unwrap();
+    drop(old);
+    let (kvs, _) = store.list(layout::USAGE_PREFIX).await.unwrap();
+    assert_eq!(kvs.len(), 2, "a run record and a served record: {kvs:?}");
+    clock.set_millis((T0 + 16 * DAY) * 1000);
+    let now = UsageRecorder::with_served(
+        Arc::clone(&store),
+        Arc::new(clock.clone()),
+        config(20),
+        Arc::new(Vec::new),
+    );
+    now.flush().await.unwrap();
+    let (kvs, _) = store.list(layout::USAGE_PREFIX).await.unwrap();
+    assert!(kvs.is_empty(), "{kvs:?}");
+}
