@@ -41,9 +41,12 @@ const SHARDS: usize = 16;
 /// Attempts of one instance's read-modify-write before a flush gives up on
 /// it (and keeps its counts for the next flush).
 const MAX_ATTEMPTS: usize = 16;
+/// Writes per transaction when a flush batches instances: below etcd's
+/// default `--max-txn-ops` of 128.
+const OPS_PER_TXN: usize = 100;
 /// Served-span changes (instances a run starts or stops serving) written
-/// per transaction.
-const SPAN_CHANGES_PER_TXN: usize = 256;
+/// per transaction (one write each).
+const SPAN_CHANGES_PER_TXN: usize = OPS_PER_TXN;
 /// A retention sweep over all instances starts at most this often.
 const SWEEP_EVERY: u64 = 3600;
 /// Instances swept per flush.
@@ -51,7 +54,7 @@ const SWEEP_INSTANCES_PER_FLUSH: usize = 8;
 /// Keys deleted per flush by the sweep.
 const SWEEP_DELETES_PER_FLUSH: usize = 1024;
 /// Keys deleted per transaction.
-const DELETES_PER_TXN: usize = 256;
+const DELETES_PER_TXN: usize = OPS_PER_TXN;
 /// `run` never flushes more often than this, whatever the configuration.
 const MIN_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -226,6 +229,40 @@ struct FlushState {
     sweep_queue: VecDeque<InstanceId>,
     /// Clock time (s) before which no new sweep round starts.
     next_sweep: u64,
+}
+
+/// One instance's batch as changes to its records (what is past the
+/// retention left out).
+struct Delta<'a> {
+    hours: BTreeMap<u64, HourRecord>,
+    groups: Vec<&'a PendingGroup>,
+    other: Option<Span>,
+    newest_minute: u64,
+}
+
+impl<'a> Delta<'a> {
+    /// `None` when nothing is left to write.
+    fn of(batch: &'a Pending, cutoff: u64) -> Option<Self> {
+        let mut hours: BTreeMap<u64, HourRecord> = BTreeMap::new();
+        let mut newest_minute = 0;
+        for &(minute, [no_token, rejected]) in &batch.minutes {
+            let hour = hour_of(minute);
+            if hour_expired(hour, cutoff) {
+                continue;
+            }
+            let delta = hours.entry(hour).or_default();
+            let idx = minute_index(minute);
+            delta.add(Metric::MetadataNoToken, idx, no_token);
+            delta.add(Metric::MetadataNoTokenRejected, idx, rejected);
+            newest_minute = newest_minute.max(minute);
+        }
+        let groups: Vec<&PendingGroup> = batch.groups.iter().filter(|g| g.span.last_seen >= cutoff).collect();
+        let other = batch.other.filter(|o| o.last_seen >= cutoff);
+        if hours.is_empty() && groups.is_empty() && other.is_none() {
+            return None;
+        }
+        Some(Self { hours, groups, other, newest_minute })
+    }
 }
 
 type Shard = Mutex<HashMap<InstanceId, Pending>>;
@@ -423,11 +460,7 @@ impl UsageRecorder {
             tracing::warn!(error = %e, "could not record which instances are served; retrying at the next flush");
             first_error = Some(e);
         }
-        for (id, batch) in batches {
-            let Err(e) = self.write_instance(&id, &batch, &marker, cutoff).await else { continue };
-            if matches!(e, StoreError::OutcomeUnknown(_)) && self.carries_marker(&id, &marker).await {
-                continue;
-            }
+        for (id, batch, e) in self.write_instances(batches, &marker, cutoff).await {
             tracing::warn!(instance = %id, error = %e, "could not write IMDSv1 usage; keeping it for the next flush");
             let top = self.config.top_callers_per_instance;
             self.with_pending(&id, |p| p.merge(batch, top));
@@ -589,6 +622,100 @@ impl UsageRecorder {
         Ok(())
     }
 
+    /// Writes the batches of the instances that made token-less requests:
+    /// as many instances per compare-and-set transaction as fit in
+    /// [`OPS_PER_TXN`], so a flush costs a few transactions (and
+    /// `fdatasync`s) however many instances called. A group whose
+    /// transaction conflicts is written instance by instance, with retries.
+    /// Returns what could not be written.
+    async fn write_instances(
+        &self,
+        batches: HashMap<InstanceId, Pending>,
+        marker: &str,
+        cutoff: u64,
+    ) -> Vec<(InstanceId, Pending, StoreError)> {
+        let mut failures = Vec::new();
+        let mut group: Vec<(InstanceId, Pending)> = Vec::new();
+        let (mut compares, mut ops) = (Vec::new(), Vec::new());
+        for (id, batch) in batches {
+            let Some(delta) = Delta::of(&batch, cutoff) else { continue };
+            let (c, o) = match self.merge_ops(&id, &delta, marker, cutoff).await {
+                Ok(merged) => merged,
+                Err(e) => {
+                    failures.push((id, batch, e));
+                    continue;
+                }
+            };
+            if !group.is_empty() && ops.len() + o.len() > OPS_PER_TXN {
+                let full = std::mem::take(&mut group);
+                let (c, o) = (std::mem::take(&mut compares), std::mem::take(&mut ops));
+                self.commit_group(full, c, o, marker, cutoff, &mut failures).await;
+            }
+            compares.extend(c);
+            ops.extend(o);
+            group.push((id, batch));
+        }
+        if !group.is_empty() {
+            self.commit_group(group, compares, ops, marker, cutoff, &mut failures).await;
+        }
+        failures
+    }
+
+    /// One transaction for a group's merged records; on conflict each
+    /// instance again on its own.
+    async fn commit_group(
+        &self,
+        group: Vec<(InstanceId, Pending)>,
+        compares: Vec<Compare>,
+        ops: Vec<Op>,
+        marker: &str,
+        cutoff: u64,
+        failures: &mut Vec<(InstanceId, Pending, StoreError)>,
+    ) {
+        match self.store.txn(compares, ops).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                for (id, batch) in group {
+                    self.write_alone(id, batch, marker, cutoff, failures).await;
+                }
+            }
+            Err(e) => {
+                // The transaction is atomic: one record carrying this
+                // flush's marker means all of them were written.
+                let applied = match (&e, group.first()) {
+                    (StoreError::OutcomeUnknown(_), Some((id, _))) => self.carries_marker(id, marker).await,
+                    _ => false,
+                };
+                if !applied {
+                    // The store error is not `Clone`: the first instance
+                    // gets it, the others its text.
+                    let text = e.to_string();
+                    let mut error = Some(e);
+                    for (id, batch) in group {
+                        let e = error.take().unwrap_or_else(|| StoreError::Unavailable(text.clone()));
+                        failures.push((id, batch, e));
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`UsageRecorder::write_instance`], recording a failure.
+    async fn write_alone(
+        &self,
+        id: InstanceId,
+        batch: Pending,
+        marker: &str,
+        cutoff: u64,
+        failures: &mut Vec<(InstanceId, Pending, StoreError)>,
+    ) {
+        let Err(e) = self.write_instance(&id, &batch, marker, cutoff).await else { return };
+        if matches!(e, StoreError::OutcomeUnknown(_)) && self.carries_marker(&id, marker).await {
+            return;
+        }
+        failures.push((id, batch, e));
+    }
+
     /// Merges one instance's batch into its callers record and hour records
     /// in one compare-and-set transaction, retrying on conflict.
     async fn write_instance(
@@ -598,49 +725,9 @@ impl UsageRecorder {
         marker: &str,
         cutoff: u64,
     ) -> Result<(), StoreError> {
-        let mut hours: BTreeMap<u64, HourRecord> = BTreeMap::new();
-        let mut newest_minute = 0;
-        for &(minute, [no_token, rejected]) in &batch.minutes {
-            let hour = hour_of(minute);
-            if hour_expired(hour, cutoff) {
-                continue;
-            }
-            let delta = hours.entry(hour).or_default();
-            let idx = minute_index(minute);
-            delta.add(Metric::MetadataNoToken, idx, no_token);
-            delta.add(Metric::MetadataNoTokenRejected, idx, rejected);
-            newest_minute = newest_minute.max(minute);
-        }
-        let groups: Vec<&PendingGroup> = batch.groups.iter().filter(|g| g.span.last_seen >= cutoff).collect();
-        let other = batch.other.filter(|o| o.last_seen >= cutoff);
-        if hours.is_empty() && groups.is_empty() && other.is_none() {
-            return Ok(());
-        }
-
-        let callers_key = callers_key(id);
+        let Some(delta) = Delta::of(batch, cutoff) else { return Ok(()) };
         for _ in 0..MAX_ATTEMPTS {
-            let kv = self.store.get(&callers_key).await?;
-            let (mut record, revision) = callers_for_update(kv.as_ref());
-            let mut compares = vec![Compare::ModRevision(callers_key.clone(), revision)];
-            let mut ops = Vec::with_capacity(hours.len() + 1);
-            for (&hour, delta) in &hours {
-                let key = counts_key(id, hour);
-                let kv = self.store.get(&key).await?;
-                let (mut stored, revision) = hour_for_update(kv.as_ref());
-                stored.merge(delta);
-                compares.push(Compare::ModRevision(key.clone(), revision));
-                ops.push(Op::put(key, stored.encode()?));
-            }
-            for g in &groups {
-                record.merge_group(g.source, &g.user_agent, &g.path, g.span);
-            }
-            if let Some(o) = other {
-                absorb_into(&mut record.other, o);
-            }
-            record.settle(self.config.top_callers_per_instance, cutoff);
-            record.newest_minute = record.newest_minute.max(newest_minute);
-            record.flush = marker.to_owned();
-            ops.push(Op::put(callers_key.clone(), record.encode()?));
+            let (compares, ops) = self.merge_ops(id, &delta, marker, cutoff).await?;
             if self.store.txn(compares, ops).await?.is_some() {
                 return Ok(());
             }
@@ -648,6 +735,41 @@ impl UsageRecorder {
         Err(StoreError::Unavailable(format!(
             "usage of {id}: {MAX_ATTEMPTS} attempts conflicted with concurrent writers"
         )))
+    }
+
+    /// Reads the records `delta` changes and returns the compares and
+    /// writes that merge it in.
+    async fn merge_ops(
+        &self,
+        id: &InstanceId,
+        delta: &Delta<'_>,
+        marker: &str,
+        cutoff: u64,
+    ) -> Result<(Vec<Compare>, Vec<Op>), StoreError> {
+        let callers_key = callers_key(id);
+        let kv = self.store.get(&callers_key).await?;
+        let (mut record, revision) = callers_for_update(kv.as_ref());
+        let mut compares = vec![Compare::ModRevision(callers_key.clone(), revision)];
+        let mut ops = Vec::with_capacity(delta.hours.len() + 1);
+        for (&hour, change) in &delta.hours {
+            let key = counts_key(id, hour);
+            let kv = self.store.get(&key).await?;
+            let (mut stored, revision) = hour_for_update(kv.as_ref());
+            stored.merge(change);
+            compares.push(Compare::ModRevision(key.clone(), revision));
+            ops.push(Op::put(key, stored.encode()?));
+        }
+        for g in &delta.groups {
+            record.merge_group(g.source, &g.user_agent, &g.path, g.span);
+        }
+        if let Some(o) = delta.other {
+            absorb_into(&mut record.other, o);
+        }
+        record.settle(self.config.top_callers_per_instance, cutoff);
+        record.newest_minute = record.newest_minute.max(delta.newest_minute);
+        record.flush = marker.to_owned();
+        ops.push(Op::put(callers_key, record.encode()?));
+        Ok((compares, ops))
     }
 
     /// Whether the callers record of `id` was last written by the flush
