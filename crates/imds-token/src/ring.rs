@@ -22,13 +22,23 @@ use crate::{TTL_MAX_SECS, TTL_MIN_SECS, TokenBinding, TokenError, TokenKey};
 /// 45 minutes (6 h / 8) never invalidates a token before its expiry.
 pub const MAX_PREVIOUS_KEYS: usize = 8;
 
-/// Tokens one key may seal (2^32) before [`KeyRing::seal`] answers
-/// [`TokenError::KeyExhausted`].
+/// Tokens one key may seal (2^32) in one process before [`KeyRing::seal`]
+/// answers [`TokenError::KeyExhausted`].
 ///
-/// Nonces are 96 random bits; NIST SP 800-38D bounds random-nonce AES-GCM
-/// to 2^32 encryptions per key so that a nonce repeats with negligible
-/// probability (a repeat would leak the GCM authentication key).
+/// Nonces follow NIST SP 800-38D §8.2.1 (deterministic construction): a
+/// 64-bit fixed field drawn at random whenever a key is loaded into a
+/// process (generated, rotated in, or deserialized from the store) ‖ a
+/// 32-bit invocation counter, the ring's seal count. The counter cannot wrap
+/// below this bound, so one load never repeats a nonce; two loads of the
+/// same key repeat one only if they drew the same 64-bit prefix (a repeat
+/// would leak the GCM authentication key). The bound also stays within the
+/// 2^32 invocations SP 800-38D allows per key for random 96-bit nonces.
 pub const MAX_SEALS_PER_KEY: u64 = 1 << 32;
+
+/// Length of the random fixed field of a nonce; the rest is the counter.
+const NONCE_PREFIX_LEN: usize = 8;
+// The counter field holds every seal number below the bound.
+const _: () = assert!(NONCE_LEN - NONCE_PREFIX_LEN == 4 && MAX_SEALS_PER_KEY == 1 << 32);
 
 /// Format version, the first byte of every token, so the layout can change
 /// later without misreading old tokens.
@@ -60,7 +70,7 @@ const TTL_MAX_MILLIS: u64 = TTL_MAX_SECS as u64 * MILLIS_PER_SEC;
 /// | --- | --- |
 /// | 1 | format version (1) |
 /// | 4 | key id, u32 big-endian |
-/// | 12 | random nonce |
+/// | 12 | nonce: random per-load prefix (8) ‖ seal counter (4, big-endian) |
 /// | 8 | expiry in Unix milliseconds, u64 big-endian, AES-256-GCM encrypted |
 /// | 16 | GCM tag |
 ///
@@ -73,31 +83,72 @@ const TTL_MAX_MILLIS: u64 = TTL_MAX_SECS as u64 * MILLIS_PER_SEC;
 ///
 /// The ring counts seals with the current key and refuses more than
 /// [`MAX_SEALS_PER_KEY`] ([`TokenError::KeyExhausted`]); the caller then
-/// calls [`KeyRing::rotate`]. Clones share the count (they share the key),
-/// and [`KeyRing::rotate`] starts a fresh one. The count is not persisted:
-/// after a restart it starts from zero, so rotate on a schedule as well
-/// (at 2^32 tokens per key the schedule is what matters in practice).
+/// calls [`KeyRing::rotate`]. Clones share the count and the nonce prefix
+/// (they share the key), and [`KeyRing::rotate`] starts a fresh count with a
+/// fresh prefix. The count is not persisted: after a restart (or any
+/// deserialization) it starts from zero under a new random prefix, so rotate
+/// on a schedule as well (at 2^32 tokens per key the schedule is what
+/// matters in practice).
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, try_from = "KeyRingRepr")]
 pub struct KeyRing {
     current: TokenKey,
     /// Newest first. `previous[0]` was retired when `current` was created,
     /// `previous[i]` when `previous[i - 1]` was created.
     previous: Vec<TokenKey>,
-    /// Seals made with `current`.
+    /// Nonce state of `current` in this process.
     #[serde(skip)]
-    seals: Arc<AtomicU64>,
+    seals: Arc<SealCounter>,
+}
+
+/// The nonce source of one key in one process: a random prefix drawn when
+/// the key was loaded and the number of seals made since.
+struct SealCounter {
+    prefix: [u8; NONCE_PREFIX_LEN],
+    count: AtomicU64,
+}
+
+impl SealCounter {
+    fn fresh() -> Result<Arc<Self>, TokenError> {
+        let mut prefix = [0u8; NONCE_PREFIX_LEN];
+        aws_lc_rs::rand::fill(&mut prefix).map_err(|_| TokenError::Crypto("generating nonce prefix"))?;
+        Ok(Arc::new(Self { prefix, count: AtomicU64::new(0) }))
+    }
+}
+
+impl std::fmt::Debug for SealCounter {
+    // The prefix is public in every token; the count is what matters here.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealCounter").field("count", &self.count.load(Ordering::Relaxed)).finish()
+    }
+}
+
+/// The persisted form of a [`KeyRing`]: everything but the nonce state,
+/// which every load draws afresh.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyRingRepr {
+    current: TokenKey,
+    previous: Vec<TokenKey>,
+}
+
+impl TryFrom<KeyRingRepr> for KeyRing {
+    type Error = TokenError;
+
+    fn try_from(repr: KeyRingRepr) -> Result<Self, TokenError> {
+        Ok(Self { current: repr.current, previous: repr.previous, seals: SealCounter::fresh()? })
+    }
 }
 
 impl KeyRing {
     /// A ring whose only key is `current`.
-    pub fn new(current: TokenKey) -> Self {
-        Self { current, previous: Vec::new(), seals: Arc::default() }
+    pub fn new(current: TokenKey) -> Result<Self, TokenError> {
+        Ok(Self { current, previous: Vec::new(), seals: SealCounter::fresh()? })
     }
 
     /// A ring with one random key (id 1), created at `now_millis`.
     pub fn generate(now_millis: u64) -> Result<Self, TokenError> {
-        Ok(Self::new(TokenKey::generate(1, now_millis)?))
+        Self::new(TokenKey::generate(1, now_millis)?)
     }
 
     /// Replaces the current key with a new random one (id = old id + 1,
@@ -112,9 +163,10 @@ impl KeyRing {
     /// and fetch a new token, which they are built to do).
     pub fn rotate(&mut self, now_millis: u64) -> Result<(), TokenError> {
         let next = TokenKey::generate(self.current.id().wrapping_add(1), now_millis)?;
+        let seals = SealCounter::fresh()?;
         let retired = std::mem::replace(&mut self.current, next);
         self.previous.insert(0, retired);
-        self.seals = Arc::default();
+        self.seals = seals;
 
         let mut retired_at = self.current.created_millis();
         let still_needed = self
@@ -156,9 +208,15 @@ impl KeyRing {
         if !(TTL_MIN_SECS..=TTL_MAX_SECS).contains(&ttl_secs) {
             return Err(TokenError::InvalidTtl);
         }
-        if self.seals.fetch_add(1, Ordering::Relaxed) >= MAX_SEALS_PER_KEY {
+        // The seal's number under this key in this process: below
+        // MAX_SEALS_PER_KEY = 2^32, so it fits the 32-bit counter field.
+        let seal_no = self.seals.count.fetch_add(1, Ordering::Relaxed);
+        if seal_no >= MAX_SEALS_PER_KEY {
             return Err(TokenError::KeyExhausted);
         }
+        let Ok(counter) = u32::try_from(seal_no) else {
+            return Err(TokenError::KeyExhausted);
+        };
         let key_id = self.current.id();
         let expiry = now_millis.saturating_add(u64::from(ttl_secs) * MILLIS_PER_SEC);
 
@@ -166,7 +224,9 @@ impl KeyRing {
         token[0] = VERSION;
         token[KEY_ID].copy_from_slice(&key_id.to_be_bytes());
         let mut nonce = [0u8; NONCE_LEN];
-        aws_lc_rs::rand::fill(&mut nonce).map_err(|_| TokenError::Crypto("generating nonce"))?;
+        let (prefix, count) = nonce.split_at_mut(NONCE_PREFIX_LEN);
+        prefix.copy_from_slice(&self.seals.prefix);
+        count.copy_from_slice(&counter.to_be_bytes());
         token[NONCE].copy_from_slice(&nonce);
 
         let (plaintext, tag) = token[SEALED].split_at_mut(EXPIRY_LEN);
@@ -182,7 +242,14 @@ impl KeyRing {
             .map_err(|_| TokenError::Crypto("sealing token"))?;
         tag.copy_from_slice(sealed_tag.as_ref());
 
-        Ok(URL_SAFE_NO_PAD.encode(token))
+        // Encoded on the stack, then copied once into the exact-size String
+        // (`encode` would allocate a zeroed buffer and grow it).
+        let mut text = [0u8; TOKEN_TEXT_LEN];
+        match URL_SAFE_NO_PAD.encode_slice(token, &mut text) {
+            Ok(TOKEN_TEXT_LEN) => {}
+            _ => return Err(TokenError::Crypto("encoding token")),
+        }
+        std::str::from_utf8(&text).map(str::to_owned).map_err(|_| TokenError::Crypto("encoding token"))
     }
 
     /// Opens a token presented by `binding` at `now_millis` and returns its
@@ -241,7 +308,7 @@ impl KeyRing {
 }
 
 /// Room for the AAD on the stack: 13 fixed bytes plus an instance id of up
-/// to 51 bytes (EC2 ids are 19), so opening a token does not allocate.
+/// to 51 bytes (EC2 ids are 19), so sealing and opening do not allocate.
 const INLINE_AAD: usize = 64;
 
 /// The additional authenticated data, on the stack when it fits.
@@ -254,27 +321,33 @@ impl AsRef<[u8]> for AadBuf {
     fn as_ref(&self) -> &[u8] {
         match self {
             // `aad` only builds `Inline` with `len <= INLINE_AAD`.
-            AadBuf::Inline(buf, len) => &buf[..*len],
+            AadBuf::Inline(buf, len) => buf.get(..*len).unwrap_or(buf),
             AadBuf::Heap(buf) => buf,
         }
     }
 }
 
-/// version ‖ key id ‖ instance id ‖ incarnation.
+/// version ‖ key id ‖ instance id ‖ incarnation, written with slice copies
+/// (this runs on every token PUT and IMDSv2 GET).
 fn aad(key_id: u32, binding: &TokenBinding<'_>) -> AadBuf {
-    let bytes = std::iter::once(VERSION)
-        .chain(key_id.to_be_bytes())
-        .chain(binding.instance_id.bytes())
-        .chain(binding.incarnation.to_be_bytes());
-    let len = 1 + 4 + binding.instance_id.len() + 8;
+    let id = binding.instance_id.as_bytes();
+    let len = 1 + 4 + id.len() + 8;
+    let fill = |buf: &mut [u8]| {
+        let (head, rest) = buf.split_at_mut(5);
+        head[0] = VERSION;
+        head[1..].copy_from_slice(&key_id.to_be_bytes());
+        let (middle, tail) = rest.split_at_mut(id.len());
+        middle.copy_from_slice(id);
+        tail.copy_from_slice(&binding.incarnation.to_be_bytes());
+    };
     if len <= INLINE_AAD {
         let mut buf = [0u8; INLINE_AAD];
-        for (slot, byte) in buf.iter_mut().zip(bytes) {
-            *slot = byte;
-        }
+        fill(&mut buf[..len]);
         AadBuf::Inline(buf, len)
     } else {
-        AadBuf::Heap(bytes.collect())
+        let mut buf = vec![0u8; len];
+        fill(&mut buf);
+        AadBuf::Heap(buf)
     }
 }
 
@@ -410,6 +483,54 @@ mod tests {
         assert_ne!(a, b);
     }
 
+    fn nonce_of(token: &str) -> [u8; NONCE_LEN] {
+        let bytes = URL_SAFE_NO_PAD.decode(token).unwrap();
+        bytes[NONCE].try_into().unwrap()
+    }
+
+    #[test]
+    fn two_seals_never_share_a_nonce() {
+        let mut ring = ring();
+        let clone = ring.clone();
+        let mut seen = std::collections::HashSet::new();
+        // Sealed through the ring and a clone (they share the key), then
+        // after a rotation, and by a ring loaded again from its stored form
+        // (same key, counter back at zero).
+        for i in 0..5_000u64 {
+            let r = if i % 2 == 0 { &ring } else { &clone };
+            assert!(seen.insert(nonce_of(&r.seal(&B, T0, 60).unwrap())));
+        }
+        let reloaded: KeyRing = serde_json::from_str(&serde_json::to_string(&ring).unwrap()).unwrap();
+        for _ in 0..1_000 {
+            assert!(seen.insert(nonce_of(&reloaded.seal(&B, T0, 60).unwrap())));
+        }
+        ring.rotate(T0 + 1).unwrap();
+        for _ in 0..1_000 {
+            assert!(seen.insert(nonce_of(&ring.seal(&B, T0, 60).unwrap())));
+        }
+        assert_eq!(seen.len(), 7_000);
+    }
+
+    #[test]
+    fn nonce_is_a_per_load_prefix_and_the_seal_count() {
+        let ring = ring();
+        let first = nonce_of(&ring.seal(&B, T0, 60).unwrap());
+        let second = nonce_of(&ring.seal(&B, T0, 60).unwrap());
+        assert_eq!(first[..NONCE_PREFIX_LEN], second[..NONCE_PREFIX_LEN]);
+        assert_eq!(first[NONCE_PREFIX_LEN..], [0, 0, 0, 0]);
+        assert_eq!(second[NONCE_PREFIX_LEN..], [0, 0, 0, 1]);
+        // Loading the same key again (restart, store reload) draws a new
+        // prefix, so the restarted counter cannot repeat a nonce.
+        let reloaded: KeyRing = serde_json::from_str(&serde_json::to_string(&ring).unwrap()).unwrap();
+        let third = nonce_of(&reloaded.seal(&B, T0, 60).unwrap());
+        assert_eq!(third[NONCE_PREFIX_LEN..], [0, 0, 0, 0]);
+        assert_ne!(third[..NONCE_PREFIX_LEN], first[..NONCE_PREFIX_LEN]);
+        // The last seal of a key's budget still has its own counter value.
+        ring.seals.count.store(MAX_SEALS_PER_KEY - 1, Ordering::Relaxed);
+        let last = nonce_of(&ring.seal(&B, T0, 60).unwrap());
+        assert_eq!(last[NONCE_PREFIX_LEN..], [0xff; 4]);
+    }
+
     #[test]
     fn bad_input_is_malformed_without_panicking() {
         let ring = ring();
@@ -466,7 +587,7 @@ mod tests {
     fn exhausted_key_refuses_to_seal_until_rotated() {
         let mut ring = ring();
         let token = ring.seal(&B, T0, 60).unwrap();
-        ring.seals.store(MAX_SEALS_PER_KEY - 1, Ordering::Relaxed);
+        ring.seals.count.store(MAX_SEALS_PER_KEY - 1, Ordering::Relaxed);
         assert!(ring.seal(&B, T0, 60).is_ok());
         // Clones share the budget of the key they share.
         let clone = ring.clone();
