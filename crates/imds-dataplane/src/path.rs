@@ -129,13 +129,15 @@ enum Kind {
 
 /// A decoded, normalised request path: its segments joined by single `/`,
 /// without leading or trailing slash (`""` for `/`), plus where it routes.
+/// Borrowed from the request target when that is already canonical (what
+/// every real client sends), so the common case does not allocate.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NormalPath {
-    path: String,
+pub struct NormalPath<'a> {
+    path: Cow<'a, str>,
     kind: Kind,
 }
 
-impl NormalPath {
+impl NormalPath<'_> {
     /// Where this path leads.
     pub fn route(&self) -> Route<'_> {
         match self.kind {
@@ -156,10 +158,46 @@ impl NormalPath {
 
 /// Normalises a request target (`/latest//meta-data/?x=1`) and decides its
 /// route; see the module docs for the rules.
-pub fn normalise(raw_path_and_query: &str) -> Result<NormalPath, PathError> {
+pub fn normalise(raw_path_and_query: &str) -> Result<NormalPath<'_>, PathError> {
     if raw_path_and_query.len() > MAX_RAW_PATH_LEN {
         return Err(PathError::TooLong(raw_path_and_query.len()));
     }
+    if let Some(path) = already_canonical(raw_path_and_query) {
+        return Ok(NormalPath { kind: classify(path), path: Cow::Borrowed(path) });
+    }
+    normalise_in_full(raw_path_and_query)
+}
+
+/// The canonical form of `raw` when `raw` is already canonical apart from a
+/// leading `/`: no `%`, `?` or `#`, no empty segment (`//`, trailing `/`),
+/// no `.` or `..` segment. `None` sends the target through the full rules,
+/// which give the same answer for every input this accepts.
+fn already_canonical(raw: &str) -> Option<&str> {
+    let path = raw.strip_prefix('/').unwrap_or(raw);
+    if path.is_empty() {
+        return Some(path);
+    }
+    // Per segment: its length and how many of its bytes are dots.
+    let (mut len, mut dots) = (0usize, 0usize);
+    let ends_segment_badly = |len: usize, dots: usize| len == 0 || (dots == len && len <= 2);
+    for &b in path.as_bytes() {
+        match b {
+            b'/' => {
+                if ends_segment_badly(len, dots) {
+                    return None;
+                }
+                (len, dots) = (0, 0);
+            }
+            b'%' | b'?' | b'#' => return None,
+            b'.' => (len, dots) = (len + 1, dots + 1),
+            _ => len += 1,
+        }
+    }
+    if ends_segment_badly(len, dots) { None } else { Some(path) }
+}
+
+/// Every rule of the module docs, building the canonical form.
+fn normalise_in_full(raw_path_and_query: &str) -> Result<NormalPath<'static>, PathError> {
     let raw_path = raw_path_and_query.split(['?', '#']).next().unwrap_or_default();
     let decoded = percent_decode(raw_path)?;
 
@@ -174,7 +212,7 @@ pub fn normalise(raw_path_and_query: &str) -> Result<NormalPath, PathError> {
     }
 
     let kind = if has_dot_segment { Kind::NotFound } else { classify(&path) };
-    Ok(NormalPath { path, kind })
+    Ok(NormalPath { path: Cow::Owned(path), kind })
 }
 
 fn classify(path: &str) -> Kind {
@@ -271,6 +309,17 @@ mod tests {
         for (raw, expected) in cases {
             let p = normalise(raw).unwrap_or_else(|e| panic!("{raw}: {e}"));
             assert_eq!(p.route(), *expected, "{raw}");
+            assert_eq!(normalise_in_full(raw).unwrap().route(), *expected, "{raw}");
+        }
+    }
+
+    #[test]
+    fn canonical_targets_are_borrowed_and_others_rebuilt() {
+        for raw in ["/latest/meta-data/instance-id", "/latest/api/token", "/", "/latest/meta-data/..."] {
+            assert!(matches!(normalise(raw).unwrap().path, Cow::Borrowed(_)), "{raw}");
+        }
+        for raw in ["//latest/meta-data", "/latest/meta-data/", "/latest/a%3Ab", "/latest?x", "/latest/./x"] {
+            assert!(matches!(normalise(raw).unwrap().path, Cow::Owned(_)), "{raw}");
         }
     }
 
@@ -361,9 +410,20 @@ mod tests {
         }
 
         #[test]
+        fn the_borrowed_fast_path_agrees_with_the_full_rules(raw in path_like()) {
+            prop_assert_eq!(normalise(&raw), normalise_in_full(&raw));
+        }
+
+        #[test]
+        fn the_fast_path_agrees_on_arbitrary_input(raw in "[a-z0-9./%?#-]{0,40}") {
+            prop_assert_eq!(normalise(&raw), normalise_in_full(&raw));
+        }
+
+        #[test]
         fn renormalising_the_canonical_form_gives_the_same_route(raw in path_like()) {
             if let Ok(p) = normalise(&raw) {
-                let again = normalise(&encode(p.as_str())).unwrap();
+                let encoded = encode(p.as_str());
+                let again = normalise(&encoded).unwrap();
                 prop_assert_eq!(again.as_str(), p.as_str());
                 prop_assert_eq!(again.route(), p.route());
             }
