@@ -7,14 +7,12 @@
 //! Authentication comes before the lookup so that a caller without a valid
 //! token learns nothing, not even which paths exist.
 
-use crate::metrics::{ImdsVersion, ReasonLabels, RequestLabels, RouteClass};
+use crate::metrics::{ImdsVersion, RequestLabels, RouteClass};
 use crate::path::{self, Route};
-use crate::responses::{
-    self, BAD_REQUEST_HTML, NOT_FOUND_HTML, SERVER, TEXT_HTML, TEXT_PLAIN, UNAUTHORIZED_HTML,
-};
+use crate::responses::{BAD_REQUEST_HTML, NOT_FOUND_HTML, SERVER, TEXT_HTML, TEXT_PLAIN, UNAUTHORIZED_HTML};
 use crate::snapshot::{DataPlane, InstanceSnapshot};
 use bytes::Bytes;
-use http::header::{ALLOW, CONTENT_TYPE, HeaderMap, HeaderValue};
+use http::header::{ALLOW, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode};
 use http_body_util::Full;
 use imds_core::HttpTokens;
@@ -25,6 +23,15 @@ use std::sync::LazyLock;
 
 /// Header whose presence marks a proxied request.
 pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
+
+// Header names as values: looking one up by `&str` parses and lower-cases
+// the name each time, and inserting by `&str` allocates a copy of it.
+const TOKEN_NAME: HeaderName = HeaderName::from_static(TOKEN_HEADER);
+const TOKEN_TTL_NAME: HeaderName = HeaderName::from_static(TOKEN_TTL_HEADER);
+const X_FORWARDED_FOR_NAME: HeaderName = HeaderName::from_static(X_FORWARDED_FOR);
+const CONTENT_TYPE_TEXT_PLAIN: HeaderValue = HeaderValue::from_static(TEXT_PLAIN);
+const CONTENT_TYPE_TEXT_HTML: HeaderValue = HeaderValue::from_static(TEXT_HTML);
+const SERVER_VALUE: HeaderValue = HeaderValue::from_static(SERVER);
 
 /// `GET /`: the metadata versions, one per line, `latest` last.
 static VERSION_LIST: LazyLock<Bytes> = LazyLock::new(|| Bytes::from(path::VERSIONS.join("\n")));
@@ -69,28 +76,29 @@ pub fn handle(dp: &DataPlane, conn: &ConnInfo, req: &RequestHead<'_>) -> Outcome
     let endpoint_on = snap.options.http_endpoint.is_enabled();
     if !slot.admission().admit_request() {
         // Over the instance's request rate (data-plane.md §10): 429, empty.
+        // The server also stops reading the connection for a while.
         dp.metrics().throttled.inc();
         let response = empty(StatusCode::TOO_MANY_REQUESTS);
-        let labels = RequestLabels { version: ImdsVersion::V1, route: RouteClass::Other, status: 429 };
-        dp.metrics().requests.get_or_create(&labels).inc();
+        dp.metrics().request(RequestLabels {
+            version: ImdsVersion::V1,
+            route: RouteClass::Other,
+            status: 429,
+        });
         return Outcome::Respond(response);
     }
     if conn.via_ipv6 && !(endpoint_on && snap.options.http_protocol_ipv6.is_enabled()) {
         // The IPv6 endpoint of such an instance does not exist at all.
         return Outcome::Close("ipv6_disabled");
     }
-    let has_token = req.headers.contains_key(TOKEN_HEADER);
+    let token = req.headers.get(&TOKEN_NAME);
     let version =
-        if has_token || is_token_path(req.path_and_query) { ImdsVersion::V2 } else { ImdsVersion::V1 };
+        if token.is_some() || is_token_path(req.path_and_query) { ImdsVersion::V2 } else { ImdsVersion::V1 };
     let (route_class, response) = if endpoint_on {
-        route(dp, conn, &snap, req)
+        route(dp, conn, &snap, req, token)
     } else {
         (RouteClass::Other, empty(StatusCode::FORBIDDEN))
     };
-    dp.metrics()
-        .requests
-        .get_or_create(&RequestLabels { version, route: route_class, status: response.status().as_u16() })
-        .inc();
+    dp.metrics().request(RequestLabels { version, route: route_class, status: response.status().as_u16() });
     Outcome::Respond(response)
 }
 
@@ -103,6 +111,7 @@ fn route(
     conn: &ConnInfo,
     snap: &InstanceSnapshot,
     req: &RequestHead<'_>,
+    token_header: Option<&HeaderValue>,
 ) -> (RouteClass, Response<Full<Bytes>>) {
     let Ok(normal) = path::normalise(req.path_and_query) else {
         return (RouteClass::Other, html(StatusCode::BAD_REQUEST, BAD_REQUEST_HTML));
@@ -116,7 +125,7 @@ fn route(
         r.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return (class_of(&route), r);
     }
-    let remaining = match authenticate(dp, snap, req.headers) {
+    let remaining = match authenticate(dp, snap, req.headers, token_header) {
         Auth::V1 => {
             let user_agent = req.headers.get(http::header::USER_AGENT).map(HeaderValue::as_bytes);
             dp.usage().no_token(&snap.instance_id, conn.peer, user_agent, normal.as_str());
@@ -139,7 +148,7 @@ fn route(
         Route::NotFound | Route::Token { .. } => html(StatusCode::NOT_FOUND, NOT_FOUND_HTML),
     };
     if let Some(secs) = remaining {
-        resp.headers_mut().insert(TOKEN_TTL_HEADER, HeaderValue::from(secs));
+        resp.headers_mut().insert(TOKEN_TTL_NAME, HeaderValue::from(secs));
     }
     (class_of(&route), resp)
 }
@@ -156,17 +165,22 @@ enum Auth {
     Unauthorized,
 }
 
-fn authenticate(dp: &DataPlane, snap: &InstanceSnapshot, headers: &HeaderMap) -> Auth {
+fn authenticate(
+    dp: &DataPlane,
+    snap: &InstanceSnapshot,
+    headers: &HeaderMap,
+    token_header: Option<&HeaderValue>,
+) -> Auth {
     let metrics = dp.metrics();
-    match headers.get(TOKEN_HEADER) {
-        Some(_) if headers.contains_key(X_FORWARDED_FOR) => Auth::Forbidden,
+    match token_header {
+        Some(_) if headers.contains_key(&X_FORWARDED_FOR_NAME) => Auth::Forbidden,
         Some(token) => {
             let binding =
                 TokenBinding { instance_id: snap.instance_id.as_str(), incarnation: snap.incarnation };
             match dp.keys().open(token.as_bytes(), &binding, dp.clock().now_millis()) {
                 Ok(remaining) => Auth::V2 { remaining },
                 Err(e) => {
-                    metrics.tokens_rejected.get_or_create(&ReasonLabels { reason: e.reason() }).inc();
+                    metrics.reject_token(e.reason());
                     Auth::Unauthorized
                 }
             }
@@ -196,10 +210,13 @@ fn token(
         r.headers_mut().insert(ALLOW, HeaderValue::from_static("PUT"));
         return r;
     }
-    if !latest || req.headers.contains_key(X_FORWARDED_FOR) {
+    if !latest || req.headers.contains_key(&X_FORWARDED_FOR_NAME) {
         return empty(StatusCode::FORBIDDEN);
     }
-    let Some(Ok(ttl)) = req.headers.get(TOKEN_TTL_HEADER).map(|v| parse_ttl(v.as_bytes())) else {
+    let Some(ttl_header) = req.headers.get(&TOKEN_TTL_NAME) else {
+        return html(StatusCode::BAD_REQUEST, BAD_REQUEST_HTML);
+    };
+    let Ok(ttl) = parse_ttl(ttl_header.as_bytes()) else {
         return html(StatusCode::BAD_REQUEST, BAD_REQUEST_HTML);
     };
     let binding = TokenBinding { instance_id: snap.instance_id.as_str(), incarnation: snap.incarnation };
@@ -213,7 +230,7 @@ fn token(
     dp.metrics().tokens_issued.inc();
     conn.hop_limit.lower_to(snap.options.http_put_response_hop_limit.get());
     let mut resp = text(Bytes::from(token), TEXT_PLAIN);
-    resp.headers_mut().insert(TOKEN_TTL_HEADER, HeaderValue::from(ttl));
+    resp.headers_mut().insert(TOKEN_TTL_NAME, granted_ttl(ttl_header, ttl));
     resp
 }
 
@@ -241,24 +258,38 @@ fn class_of(route: &Route<'_>) -> RouteClass {
     }
 }
 
-fn response(status: StatusCode, body: Bytes, content_type: &'static str) -> Response<Full<Bytes>> {
+/// The TTL response header of a token PUT: the request's own value when it
+/// is already the canonical spelling of `ttl` (what clients send: `21600`),
+/// which costs nothing; else `ttl` written out (`021600`, ` 60 ` → `60`).
+fn granted_ttl(requested: &HeaderValue, ttl: u32) -> HeaderValue {
+    let bytes = requested.as_bytes();
+    let canonical =
+        bytes.first().is_some_and(|b| (b'1'..=b'9').contains(b)) && bytes.iter().all(u8::is_ascii_digit);
+    if canonical { requested.clone() } else { HeaderValue::from(ttl) }
+}
+
+fn response(status: StatusCode, body: Bytes, content_type: HeaderValue) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body));
     *r.status_mut() = status;
     let h = r.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(http::header::SERVER, HeaderValue::from_static(SERVER));
+    h.insert(CONTENT_TYPE, content_type);
+    h.insert(http::header::SERVER, SERVER_VALUE);
     r
 }
 
 fn text(body: Bytes, content_type: &'static str) -> Response<Full<Bytes>> {
+    let content_type = match content_type {
+        TEXT_PLAIN => CONTENT_TYPE_TEXT_PLAIN,
+        other => HeaderValue::from_static(other),
+    };
     response(StatusCode::OK, body, content_type)
 }
 
 fn html(status: StatusCode, page: &'static str) -> Response<Full<Bytes>> {
-    response(status, Bytes::from_static(page.as_bytes()), TEXT_HTML)
+    response(status, Bytes::from_static(page.as_bytes()), CONTENT_TYPE_TEXT_HTML)
 }
 
 /// 403 / 405 answers: empty body, `text/plain` (as captured from real IMDS).
 fn empty(status: StatusCode) -> Response<Full<Bytes>> {
-    response(status, Bytes::new(), responses::TEXT_PLAIN)
+    response(status, Bytes::new(), CONTENT_TYPE_TEXT_PLAIN)
 }
