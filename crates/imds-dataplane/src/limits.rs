@@ -2,12 +2,26 @@
 //! gets 429s and refused connections; it never slows down or starves
 //! another one (EC2 throttles queries per instance and caps simultaneous
 //! connections from an instance; data-plane.md §10).
+//!
+//! Over its rate an instance also waits: [`InstanceAdmission::throttle_pause`]
+//! hands each throttled connection its own turn, one request interval
+//! apart, and the server reads nothing more from that connection until
+//! then. A flood thus costs the flooder time, not the service CPU: however
+//! many connections it keeps busy, the service reads about one request per
+//! interval from them.
 
 use arc_swap::ArcSwap;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Longest a throttled connection is left unread (or one request interval,
+/// if that is longer). Long enough to hold an instance's 64 connections one
+/// interval apart at the default rate (64 × 2 ms), short enough that a
+/// throttled SDK's next request is not held past its own timeout for long.
+pub const MAX_THROTTLE_PAUSE: Duration = Duration::from_millis(500);
 
 /// Admission limits, from the `[limits]` section of the config file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,23 +58,76 @@ pub struct InstanceAdmission {
     /// Swapped whole when the limits are reloaded.
     limiter: ArcSwap<DefaultDirectRateLimiter>,
     connections: AtomicUsize,
+    /// Time base of `next_turn`.
+    epoch: Instant,
+    /// Nanoseconds after `epoch` of the latest turn handed to a throttled
+    /// connection; the next one goes one interval later.
+    next_turn: AtomicU64,
+    /// One request interval at the sustained rate, in nanoseconds.
+    interval_nanos: AtomicU64,
 }
 
 impl InstanceAdmission {
     /// Fresh state under `limits`.
     pub fn new(limits: &Limits) -> Self {
-        Self { limiter: ArcSwap::from_pointee(bucket(limits)), connections: AtomicUsize::new(0) }
+        Self {
+            limiter: ArcSwap::from_pointee(bucket(limits)),
+            connections: AtomicUsize::new(0),
+            epoch: Instant::now(),
+            next_turn: AtomicU64::new(0),
+            interval_nanos: AtomicU64::new(interval_nanos(limits)),
+        }
     }
 
     /// Applies new limits (a config reload); the bucket starts full.
     pub fn set_limits(&self, limits: &Limits) {
         self.limiter.store(Arc::new(bucket(limits)));
+        self.interval_nanos.store(interval_nanos(limits), Ordering::Relaxed);
+        self.next_turn.store(0, Ordering::Relaxed);
     }
 
     /// Takes one request from the bucket; `false` means answer 429.
     pub fn admit_request(&self) -> bool {
         self.limiter.load().check().is_ok()
     }
+
+    /// How long a connection that was just answered 429 stays unread: until
+    /// its own turn, one request interval after the turn handed out before
+    /// it (or after now), at most [`MAX_THROTTLE_PAUSE`] or one interval.
+    pub fn throttle_pause(&self) -> Duration {
+        self.take_turn(true)
+    }
+
+    /// How long a new connection waits before its first request is read:
+    /// nothing unless the instance is being throttled right now (its turns
+    /// reach into the future), else its own turn like a throttled one.
+    pub fn connection_pause(&self) -> Duration {
+        self.take_turn(false)
+    }
+
+    fn take_turn(&self, throttled: bool) -> Duration {
+        let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let interval = self.interval_nanos.load(Ordering::Relaxed);
+        // At very low rates one interval is the shortest useful pause.
+        let cap = u64::try_from(MAX_THROTTLE_PAUSE.as_nanos()).unwrap_or(u64::MAX).max(interval);
+        let mut turn = 0;
+        let taken = self.next_turn.fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| {
+            if !throttled && last <= now {
+                return None;
+            }
+            // Turns never pile up further ahead than the longest pause.
+            turn = last.max(now).saturating_add(interval).min(now.saturating_add(cap));
+            Some(turn)
+        });
+        match taken {
+            Ok(_) => Duration::from_nanos(turn.saturating_sub(now)),
+            Err(_) => Duration::ZERO,
+        }
+    }
+}
+
+fn interval_nanos(limits: &Limits) -> u64 {
+    1_000_000_000 / u64::from(limits.requests_per_second.get())
 }
 
 fn bucket(limits: &Limits) -> DefaultDirectRateLimiter {
@@ -189,6 +256,26 @@ mod tests {
         let q = counter.admit(&quiet, &l).unwrap();
         assert_eq!(counter.admit(&hog, &l).unwrap_err(), ConnectionRefusal::FairShare);
         drop(q);
+    }
+
+    #[test]
+    fn throttled_connections_get_turns_one_interval_apart() {
+        let l = Limits { requests_per_second: NonZeroU32::new(100).unwrap(), ..Limits::default() };
+        let a = InstanceAdmission::new(&l);
+        // Not throttled: a new connection starts at once.
+        assert_eq!(a.connection_pause(), Duration::ZERO);
+        let first = a.throttle_pause();
+        let second = a.throttle_pause();
+        let third = a.throttle_pause();
+        // 10 ms apart (less whatever time passed between the calls).
+        assert!(first <= Duration::from_millis(10), "{first:?}");
+        assert!(second > first && third > second, "{first:?} {second:?} {third:?}");
+        assert!(third >= Duration::from_millis(20), "{third:?}");
+        // While turns reach into the future, new connections queue too.
+        assert!(a.connection_pause() > third);
+        // However many connections are throttled, none waits longer than the cap.
+        let longest = (0..1_000).map(|_| a.throttle_pause()).max().unwrap();
+        assert!(longest <= MAX_THROTTLE_PAUSE, "{longest:?}");
     }
 
     #[test]
