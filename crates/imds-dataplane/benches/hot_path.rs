@@ -205,6 +205,9 @@ fn parts(c: &mut Criterion) {
     g.bench_function("metrics_requests_family_inc", |b| {
         b.iter(|| dp.metrics().requests.get_or_create(black_box(&labels)).inc())
     });
+    g.bench_function("metrics_request_cached_inc", |b| {
+        b.iter(|| dp.metrics().request(black_box(labels.clone())))
+    });
     g.bench_function("metrics_plain_counter_inc", |b| b.iter(|| dp.metrics().no_token.inc()));
     let admission = InstanceAdmission::new(&open_limits());
     g.bench_function("rate_limiter_admit_request", |b| b.iter(|| admission.admit_request()));
