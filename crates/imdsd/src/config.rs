@@ -114,6 +114,42 @@ pub struct ControlConfig {
     /// nothing.
     #[serde(default)]
     pub role_policies: std::collections::BTreeMap<String, PathBuf>,
+    /// Sustained requests per second allowed per access key (and per
+    /// source address for requests that fail authentication); over it,
+    /// callers get their protocol's throttling error. `0` turns the limit
+    /// off. Default 100. Reloaded on SIGHUP.
+    pub requests_per_second: Option<f64>,
+    /// Requests a key may send at once above the sustained rate (the
+    /// bucket size). Default 1000. Reloaded on SIGHUP.
+    pub burst: Option<u32>,
+    /// Deadline of one request (reading the body, handling, answering),
+    /// in seconds; a late request gets a retryable 5xx and its connection
+    /// is closed. Default 30. Reloaded on SIGHUP.
+    pub request_timeout_secs: Option<u64>,
+    /// Time a client has to send a complete request head, and the longest
+    /// a kept-alive connection may idle, in seconds. Default 10. Reloaded on
+    /// SIGHUP (for new connections).
+    pub header_read_timeout_secs: Option<u64>,
+}
+
+impl ControlConfig {
+    /// The listener limits: these settings over the defaults.
+    pub fn limits(&self) -> imds_control::ControlLimits {
+        let mut limits = imds_control::ControlLimits::default();
+        if let Some(rps) = self.requests_per_second {
+            limits.requests_per_second = rps;
+        }
+        if let Some(burst) = self.burst {
+            limits.burst = burst;
+        }
+        if let Some(secs) = self.request_timeout_secs {
+            limits.request_timeout = std::time::Duration::from_secs(secs);
+        }
+        if let Some(secs) = self.header_read_timeout_secs {
+            limits.header_read_timeout = std::time::Duration::from_secs(secs);
+        }
+        limits
+    }
 }
 
 /// One `[[control.credentials]]` entry.
@@ -208,6 +244,19 @@ impl Config {
         }
         if config.tokens.rotate_every_secs.is_some_and(|s| s < 60) {
             return Err(invalid("tokens.rotate_every_secs must be at least 60"));
+        }
+        if config.control.requests_per_second.is_some_and(|r| !(r.is_finite() && r >= 0.0)) {
+            return Err(invalid("control.requests_per_second must be a number, at least 0 (0 = no limit)"));
+        }
+        if config.control.burst == Some(0) {
+            return Err(invalid("control.burst must be at least 1"));
+        }
+        if config.control.request_timeout_secs == Some(0)
+            || config.control.header_read_timeout_secs == Some(0)
+        {
+            return Err(invalid(
+                "control.request_timeout_secs and header_read_timeout_secs must be at least 1",
+            ));
         }
         if config.data_plane.header_read_timeout_secs == Some(0) {
             return Err(invalid("data_plane.header_read_timeout_secs must be at least 1"));
@@ -309,5 +358,26 @@ secret_access_key = "bridge-secret"
         assert!(parse("[data_plane]\nheader_read_timeout_secs = 0\n").is_err());
         assert!(parse("[[control.credentials]]\naccess_key_id = \"A\"\nsecret_access_key = \"\"\n").is_err());
         assert!(parse("[control]\nsubnet = \"10.0.0.0/33\"\n").is_err());
+        assert!(parse("[control]\nrequests_per_second = -1\n").is_err());
+        assert!(parse("[control]\nburst = 0\n").is_err());
+        assert!(parse("[control]\nrequest_timeout_secs = 0\n").is_err());
+        assert!(parse("[control]\nheader_read_timeout_secs = 0\n").is_err());
+    }
+
+    #[test]
+    fn control_limits_default_and_override() {
+        let d = parse("").unwrap().control.limits();
+        assert_eq!(d, imds_control::ControlLimits::default());
+        let c = parse("[control]\nrequests_per_second = 5\nburst = 10\nrequest_timeout_secs = 3\nheader_read_timeout_secs = 2\n")
+            .unwrap()
+            .control
+            .limits();
+        assert_eq!((c.requests_per_second, c.burst), (5.0, 10));
+        assert_eq!(c.request_timeout, std::time::Duration::from_secs(3));
+        assert_eq!(c.header_read_timeout, std::time::Duration::from_secs(2));
+        assert_eq!(
+            parse("[control]\nrequests_per_second = 0.5\n").unwrap().control.limits().requests_per_second,
+            0.5
+        );
     }
 }

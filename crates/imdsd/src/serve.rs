@@ -82,7 +82,7 @@ fn settings_from(args: &ServeArgs) -> anyhow::Result<Settings> {
     }
     let limits = config.limits.apply(Limits::default());
     let credentials = config.credentials;
-    let mut control = ControlConfig::default();
+    let mut control = ControlConfig { limits: config.control.limits(), ..ControlConfig::default() };
     if let Some(region) = config.control.region {
         control.region = region;
     }
@@ -333,6 +333,8 @@ pub async fn run_mode(mode: Mode, args: ServeArgs) -> anyhow::Result<()> {
         &statics,
         role_policies,
     )?);
+    // Kept to apply reloaded control-plane limits.
+    let mut control_limits = None;
     if let Some(control_listener) = control_listener {
         let control_addr = control_listener.local_addr()?;
         // Keys are served by `callers` (reloadable), not by the static config.
@@ -351,7 +353,9 @@ pub async fn run_mode(mode: Mode, args: ServeArgs) -> anyhow::Result<()> {
             Arc::clone(&clock),
         )
         .with_metrics(control_metrics);
-        tasks.spawn(serve_router(control.router(), control_listener, stop_rx.clone()));
+        let limits = control.limits();
+        control_limits = Some(limits.clone());
+        tasks.spawn(imds_control::server::serve(control.router(), control_listener, limits, stop_rx.clone()));
         println!("listening control http://{control_addr}");
         if let Some(profile) = &demo_hint {
             println!(
@@ -387,13 +391,18 @@ pub async fn run_mode(mode: Mode, args: ServeArgs) -> anyhow::Result<()> {
             Signal::Reload => match settings_from(&args) {
                 Ok(new) => {
                     dp.set_limits(new.limits);
+                    if let Some(handle) = &control_limits {
+                        handle.set(new.control.limits);
+                    }
                     match control_rules(&new) {
                         Ok((statics, role_policies)) => callers.reload(&statics, role_policies),
                         Err(e) => {
                             tracing::error!(error = %e, "reload: keeping the running control-plane keys")
                         }
                     }
-                    tracing::info!("configuration reloaded (limits, control-plane keys and role policies)");
+                    tracing::info!(
+                        "configuration reloaded (limits, control-plane keys and role policies, control-plane limits)"
+                    );
                 }
                 Err(e) => tracing::error!(
                     error = format!("{e:#}"),
