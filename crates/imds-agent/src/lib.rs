@@ -132,6 +132,8 @@ impl Agent {
             token_keys::load_or_create(self.store.as_ref(), &self.cfg.host_id, self.clock.now_millis())
                 .await?;
         self.dp.set_keys(ring);
+        // Minted credentials need the fleet's minting key (read once).
+        self.credentials.ready().await?;
         let mut seen = std::collections::HashSet::new();
         let mut changes = Vec::new();
         let mut acks = Vec::new();

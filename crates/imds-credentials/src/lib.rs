@@ -10,9 +10,13 @@
 //!   IMDSv2 deliveries, data-plane.md §8), refreshed by a background task
 //!   before they expire; a failing provider never blocks anything and its
 //!   last valid set is served until it expires;
-//! * [`MintedRecord`] at `secrets/minted/<ACCESS_KEY_ID>` in the store, and
-//!   [`MintedIndex`], the control plane's synchronous lookup of them (to
-//!   authenticate minted keys and set `ec2:RoleDelivery`).
+//! * minting ([`MintingKey`]): sets computed from one fleet-wide key at
+//!   `secrets/minting-key`, so nothing is stored per set and every process
+//!   computes the same sets;
+//! * [`MintedVerifier`]: the control plane's authentication of minted sets
+//!   (opens the session token, checks expiry and, in the store, that the
+//!   instance still runs that incarnation and profile; gives the principal
+//!   and `ec2:RoleDelivery`).
 //!
 //! It does not own HTTP or the JSON documents of the data plane (the
 //! data plane renders [`InstanceCredentials`]), nor the choice of which
@@ -22,7 +26,7 @@
 //!
 //! | provider | IMDSv1 vs IMDSv2 sets | `Expiration` | in the store |
 //! | --- | --- | --- | --- |
-//! | `minted` | two random sets | issue + `lifetime_secs`, replaced `refresh_before_secs` ahead | yes |
+//! | `minted` | two sets derived from the minting key | issue + `lifetime_secs`, replaced `refresh_before_secs` ahead | the key only |
 //! | `static` | the same configured keys | rolling window, re-announced at half | no |
 //! | `sts` | two `AssumeRole` calls (`<instance-id>-imdsv1` / `-imdsv2`) | from STS, fetched anew `refresh_before_secs` ahead | no |
 //!
@@ -30,17 +34,17 @@
 //!
 //! # Why some of this is written by hand
 //!
-//! Minting is a few lines over the system RNG (`aws-lc-rs`); no crate mints
-//! AWS-shaped keys. STS calls go through `aws-sdk-sts` with its retries
+//! Minting is HMAC and AES-GCM from `aws-lc-rs` over a small hand-written
+//! claims encoding; no crate mints AWS-shaped keys. STS calls go through `aws-sdk-sts` with its retries
 //! disabled, so that one backoff policy (the manager's, on the injected
 //! clock) governs retries.
 
 mod config;
-mod index;
 mod manager;
 mod mint;
-mod record;
+mod principal;
 mod sts;
+mod verify;
 
 #[cfg(test)]
 mod tests;
@@ -51,10 +55,13 @@ pub use config::{
     MIN_MINTED_REFRESH_BEFORE_SECS, MIN_STATIC_WINDOW_SECS, MIN_STS_REFRESH_BEFORE_SECS, ProviderConfig,
     STS_DURATION_RANGE,
 };
-pub use index::MintedIndex;
 pub use manager::{
     CredentialManager, ERROR_CODE_PENDING, ERROR_CODE_UNAUTHORIZED, ERROR_CODE_UNAVAILABLE,
-    InstanceCredentials, ManagerOptions, RoleSet,
+    InstanceCredentials, MIN_MINTED_ROTATION_SECS, ManagerOptions, RoleSet,
 };
-pub use mint::{RandomError, TOKEN_PREFIX, mint};
-pub use record::{IDENTITY_ROLE_NAME, MINTED_PREFIX, MintedRecord, RoleDelivery, minted_key};
+pub use mint::{
+    MINTING_KEY, MintingKey, MintingKeyError, OpenError, OpenedSet, RandomError, SetKind, SetSpec,
+    TOKEN_PREFIX,
+};
+pub use principal::{IDENTITY_ROLE_NAME, RoleDelivery};
+pub use verify::{MintedCaller, MintedVerifier, VerifyError};

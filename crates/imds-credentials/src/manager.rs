@@ -3,50 +3,61 @@
 //!
 //! It owns, per instance run, the identity credentials (always minted) and
 //! the two role credential sets (IMDSv1 and IMDSv2 deliveries), their
-//! refresh schedule, the retries of a failing provider, and the store
-//! records of minted sets (`secrets/minted/<AKID>`). It does not render
-//! documents (the data plane does) and does not decide which instances to
-//! serve (the agent calls [`CredentialManager::track`] and
+//! rotation schedule and the retries of a failing STS provider. It does not
+//! render documents (the data plane does) and does not decide which
+//! instances to serve (the agent calls [`CredentialManager::track`] and
 //! [`CredentialManager::untrack`]).
+//!
+//! # Minted sets are computed, not stored
+//!
+//! A minted set is a pure function of the fleet's minting key and of (instance, run,
+//! role, profile, delivery, issue time) ([`crate::mint`]); the issue times
+//! follow a schedule, so the manager keeps no set in memory and writes
+//! nothing to the store: [`CredentialManager::current`] computes the sets
+//! in force, and a restarted process (or another host the instance moves
+//! to) serves the very same sets. Per tracked run the manager keeps the
+//! incarnation, a context shared by all runs of the same account, region
+//! and instance profile, and when the served sets next change.
+//!
+//! The schedule: with `period = lifetime - refresh_before` (at least
+//! [`MIN_MINTED_ROTATION_SECS`]), a run's sets are issued at `phase + k ×
+//! period`, `phase` being derived from the key and the run so that a fleet
+//! does not rotate all at once. A set issued at `t` expires at `t +
+//! lifetime` and is replaced at `t + period`, `refresh_before` ahead of its
+//! expiry, as before; a replaced set stays valid until it expires (the
+//! control plane checks its expiry, not whether it is current). A new run
+//! or a changed profile gives new sets; the control plane refuses the old
+//! ones at once because it checks the instance record
+//! ([`crate::MintedVerifier`]), so nothing needs revoking here.
 //!
 //! # Timing
 //!
-//! All decisions (is a set due for refresh, has it expired, is a retry due)
-//! read the injected [`Clock`]. A background task wakes at the next due
-//! time, at most every [`ManagerOptions::tick`], and whenever `track` or a
-//! finished STS call asks it to. Tests move a `ManualClock` and never sleep
-//! for expiry.
+//! All decisions (is a set due for rotation, has it expired, is a retry
+//! due) read the injected [`Clock`]. A background task wakes at the next
+//! due time, at most every [`ManagerOptions::tick`], and whenever `track`
+//! or a finished STS call asks it to. Tests move a `ManualClock` and never
+//! sleep for expiry.
 //!
 //! # Failure
 //!
 //! A failing provider never blocks anything: `track`, `untrack` and
 //! `current` are synchronous and only read memory. An STS set that cannot
 //! be refreshed keeps being served until it expires; the fetch is retried
-//! with exponential backoff (plus up to 20 % jitter). A failing store
-//! delays only the persistence of minted records, which is retried in order.
-//!
-//! # Lifetimes of minted records
-//!
-//! A rotated set stays valid (and in the store) until its own expiry, as on
-//! EC2, so clients holding it keep working until they refresh; its record
-//! is deleted by the first refresh transaction after it expired. A new
-//! instance run, a changed instance profile and `untrack` revoke the old
-//! sets at once (their records are deleted). A manager that starts deletes
-//! expired records of every host, and the still-valid records its
-//! predecessor on this host left behind once they expire.
+//! with exponential backoff (plus up to 20 % jitter). Until the minting key
+//! is loaded (the store is read once, at start, retried the same way),
+//! minted roles are served as [`ERROR_CODE_PENDING`] and identity
+//! credentials are absent; [`CredentialManager::ready`] waits for it.
 
 use crate::config::{CredentialsConfig, DEFAULT_MINTED_LIFETIME_SECS, DEFAULT_MINTED_REFRESH_BEFORE_SECS};
 use crate::config::{DEFAULT_STATIC_WINDOW_SECS, ProviderConfig};
-use crate::mint::{fill_random, mint};
-use crate::record::{
-    IDENTITY_ROLE_NAME, MINTED_PREFIX, MintedRecord, RoleDelivery, minted_key, principal_arn,
-};
+use crate::mint::{Claims, MintingKey, SetKind, fill_random};
+use crate::principal::{IDENTITY_ROLE_NAME, RoleDelivery, principal_arn};
 use crate::sts::{FetchError, StsProvider};
 use imds_core::{Clock, IamInstanceProfile, InstanceId, InstanceRecord, RoleCredentials};
-use imds_store::records::decode;
-use imds_store::{Op, Store};
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use imds_store::{Store, StoreError};
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::AbortHandle;
@@ -70,14 +81,12 @@ pub const ERROR_CODE_UNAUTHORIZED: &str = "AssumeRoleUnauthorizedAccess";
 /// and refreshing `refresh_before` ahead of such an expiry would otherwise
 /// call STS in a loop.
 const MIN_STS_ROTATION_SECS: u64 = 60;
-/// A minted set lives at least this long. Minted lifetimes are ours and
+/// Shortest rotation period of minted sets. Minted lifetimes are ours and
 /// validated (`refresh_before < lifetime`), so no storm is possible; short
 /// settings are honoured (tests rotate every second).
-const MIN_MINTED_ROTATION_SECS: u64 = 1;
+pub const MIN_MINTED_ROTATION_SECS: u64 = 1;
 /// Shortest pause of the background task, whatever is due.
 const MIN_SLEEP: Duration = Duration::from_millis(10);
-/// Deletes per transaction when sweeping old records.
-const SWEEP_BATCH: usize = 128;
 
 /// What the data plane serves for one instance run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,7 +94,7 @@ pub struct InstanceCredentials {
     /// The role's credentials; `None` without an instance profile.
     pub role: Option<RoleSet>,
     /// `identity-credentials/ec2/security-credentials/ec2-instance`
-    /// (always minted); `None` only if the system RNG failed.
+    /// (always minted); `None` only until the minting key is loaded.
     pub identity: Option<RoleCredentials>,
 }
 
@@ -120,7 +129,7 @@ impl RoleSet {
 pub struct ManagerOptions {
     /// Longest pause between two looks at the clock (default 30 s).
     pub tick: Duration,
-    /// First retry delay after a failed fetch or store write (default 1 s).
+    /// First retry delay after a failed fetch or store read (default 1 s).
     pub retry_min_secs: u64,
     /// Largest retry delay (default 60 s).
     pub retry_max_secs: u64,
@@ -169,10 +178,13 @@ impl CredentialManager {
 
     /// A manager and the channel on which it names instances whose
     /// credentials changed in the background (rotation, a finished fetch,
-    /// expiry): the receiver re-renders them from [`CredentialManager::current`].
-    /// Changes made by `track` itself are returned by it, not announced.
+    /// expiry, the minting key loaded): the receiver re-renders them from
+    /// [`CredentialManager::current`]. Changes made by `track` itself are
+    /// returned by it, not announced.
     ///
-    /// `config` should have been validated (deserialising it does that).
+    /// The minting key is loaded from `store` in the background;
+    /// [`CredentialManager::ready`] waits for it. `config` should have been
+    /// validated (deserialising it does that).
     ///
     /// # Panics
     ///
@@ -202,13 +214,28 @@ impl CredentialManager {
             options,
             default_sts,
             role_sts,
+            key: OnceLock::new(),
             state: Mutex::new(State::default()),
             events,
             wake: Notify::new(),
-            flush_lock: tokio::sync::Mutex::new(()),
         });
         let worker = tokio::spawn(worker(Arc::clone(&shared))).abort_handle();
         (Self { shared, worker }, receiver)
+    }
+
+    /// Loads the minting key now if the background task has not yet (one
+    /// store read, a write the very first time). Call it before tracking,
+    /// so that the first sets served are real ones rather than
+    /// [`ERROR_CODE_PENDING`].
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        if self.shared.key.get().is_some() {
+            return Ok(());
+        }
+        let key = MintingKey::load_or_create(self.shared.store.as_ref()).await?;
+        // Another load may have won: both read the one stored key.
+        let _ = self.shared.key.set(Arc::new(key));
+        self.shared.wake.notify_one();
+        Ok(())
     }
 
     /// Starts or updates the tracking of an instance run and returns what is
@@ -216,86 +243,58 @@ impl CredentialManager {
     ///
     /// The same run (incarnation) with the same instance profile keeps its
     /// credentials. A new incarnation gets all new credentials; a changed
-    /// profile gets new role credentials. Minted sets are served at once
-    /// and persisted in the background right after; an STS role is served
-    /// as the error document ([`ERROR_CODE_PENDING`]) until its first fetch
-    /// finishes.
+    /// profile gets new role credentials. Minted sets are served at once;
+    /// an STS role is served as the error document ([`ERROR_CODE_PENDING`])
+    /// until its first fetch finishes.
     pub fn track(&self, record: &InstanceRecord) -> InstanceCredentials {
         let shared = &self.shared;
         let now = shared.clock.now_secs();
-        let mut state = shared.lock();
         let id = &record.instance_id;
-        let keep_identity = match state.instances.get(id) {
-            Some(t) if t.incarnation == record.incarnation && t.profile == record.iam_instance_profile => {
-                return t.view(now);
+        let mut state = shared.lock();
+        let same_run = state.instances.get(id).is_some_and(|t| {
+            t.incarnation == record.incarnation && t.context.profile == record.iam_instance_profile
+        });
+        let mut wake = false;
+        if !same_run {
+            let context = state.intern(record);
+            state.next_epoch += 1;
+            let role = shared.new_role(&context, state.next_epoch, now);
+            wake = matches!(role, RoleState::Sts(_));
+            let mut tracked = Tracked { incarnation: record.incarnation, context, next_change: 0, role };
+            tracked.next_change = shared.next_change(id, &tracked, now);
+            wake |= tracked.next_change < state.worker_wakes_at;
+            tracing::debug!(instance = %id, "tracking credentials");
+            state.instances.insert(id.clone(), tracked);
+        } else if state.instances.get(id).is_some_and(|t| !t.context.same_place(record)) {
+            // Same run and profile, another account or region (never in
+            // practice): the principal ARN follows; the STS state stays.
+            let context = state.intern(record);
+            if let Some(t) = state.instances.get_mut(id) {
+                t.context = context;
             }
-            Some(t) => t.incarnation == record.incarnation,
-            None => false,
-        };
-        let old = state.instances.remove(id);
-        let mut ops = Vec::new();
-        let mut identity = MintedSlot::default();
-        if let Some(old) = old {
-            if keep_identity {
-                identity = old.identity;
-            } else {
-                old.identity.revoke(&mut ops);
-            }
-            if let Some(role) = old.role {
-                role.revoke(&mut ops);
-            }
         }
-        state.next_epoch += 1;
-        let mut tracked = Tracked {
-            epoch: state.next_epoch,
-            incarnation: record.incarnation,
-            profile: record.iam_instance_profile.clone(),
-            owner_id: record.owner_id.clone(),
-            region: record.placement.region.clone(),
-            identity,
-            role: None,
-        };
-        if tracked.identity.current.is_none() {
-            let (lifetime, _) = shared.identity_timing();
-            let meta = tracked.identity_meta(id);
-            tracked.identity.replace(shared, &meta, now, lifetime, &mut ops);
-        }
-        if let Some(profile) = &record.iam_instance_profile {
-            tracked.role = Some(shared.new_role(&tracked, id, profile, now, &mut ops));
-        }
-        let view = tracked.view(now);
-        tracing::debug!(instance = %id, epoch = tracked.epoch, "tracking credentials");
-        state.instances.insert(id.clone(), tracked);
-        if !ops.is_empty() {
-            state.writes.push_back(ops);
-        }
+        let plan = state.instances.get(id).map(|t| shared.plan(id, t, now));
         drop(state);
-        shared.wake.notify_one();
-        view
+        if wake {
+            shared.wake.notify_one();
+        }
+        plan.map_or(InstanceCredentials { role: None, identity: None }, |p| shared.render(p, now))
     }
 
-    /// Stops tracking an instance run and revokes its minted sets (their
-    /// records are deleted in the background).
+    /// Stops tracking an instance run. Nothing is revoked here: the control
+    /// plane refuses the run's minted sets as soon as the instance record
+    /// says it stopped, ended or changed profile.
     pub fn untrack(&self, id: &InstanceId) {
-        let mut state = self.shared.lock();
-        let Some(old) = state.instances.remove(id) else { return };
-        let mut ops = Vec::new();
-        old.identity.revoke(&mut ops);
-        if let Some(role) = old.role {
-            role.revoke(&mut ops);
+        if self.shared.lock().instances.remove(id).is_some() {
+            tracing::debug!(instance = %id, "untracked credentials");
         }
-        if !ops.is_empty() {
-            state.writes.push_back(ops);
-        }
-        drop(state);
-        tracing::debug!(instance = %id, "untracked credentials");
-        self.shared.wake.notify_one();
     }
 
     /// What is current for a tracked instance run (expired sets left out).
     pub fn current(&self, id: &InstanceId) -> Option<InstanceCredentials> {
         let now = self.shared.clock.now_secs();
-        self.shared.lock().instances.get(id).map(|t| t.view(now))
+        let plan = self.shared.lock().instances.get(id).map(|t| self.shared.plan(id, t, now))?;
+        Some(self.shared.render(plan, now))
     }
 }
 
@@ -309,9 +308,15 @@ impl CredentialManager {
     /// Consecutive STS failures of the (v1, v2) sets of an instance.
     pub(crate) fn sts_failures(&self, id: &InstanceId) -> Option<(u32, u32)> {
         match &self.shared.lock().instances.get(id)?.role {
-            Some(RoleState::Sts { v1, v2, .. }) => Some((v1.failures, v2.failures)),
+            RoleState::Sts(s) => Some((s.v1.failures, s.v2.failures)),
             _ => None,
         }
+    }
+
+    /// Tracked runs and interned contexts.
+    pub(crate) fn sizes(&self) -> (usize, usize) {
+        let state = self.shared.lock();
+        (state.instances.len(), state.contexts.len())
     }
 }
 
@@ -325,200 +330,106 @@ pub(crate) struct Shared {
     options: ManagerOptions,
     default_sts: Option<Arc<StsProvider>>,
     role_sts: HashMap<String, Arc<StsProvider>>,
+    /// Set once, by the background task or [`CredentialManager::ready`].
+    key: OnceLock<Arc<MintingKey>>,
     /// Never held across an `.await`.
     state: Mutex<State>,
     events: mpsc::UnboundedSender<InstanceId>,
     wake: Notify,
-    /// Serialises store writes so batches land in queue order.
-    flush_lock: tokio::sync::Mutex<()>,
 }
 
 #[derive(Default)]
 struct State {
     instances: HashMap<InstanceId, Tracked>,
-    /// Store transactions not yet applied, in order.
-    writes: VecDeque<Vec<Op>>,
-    write_failures: u32,
-    /// Clock seconds before which no write is retried.
-    write_retry_at: u64,
-    /// Valid records of a previous manager on this host, deleted at expiry.
-    orphans: Vec<Expiring>,
-    /// Whether the start-up sweep of old records is done.
-    swept: bool,
+    /// One copy of each (account, region, profile), shared by the runs
+    /// that have it; dropped by the next pass once no run holds it.
+    contexts: HashSet<Arc<RunContext>>,
     next_epoch: u64,
+    /// Consecutive failures to load the minting key.
+    key_failures: u32,
+    /// Clock seconds before which the key load is not retried.
+    key_retry_at: u64,
+    /// When the background task next looks on its own; `track` wakes it
+    /// only for something due sooner.
+    worker_wakes_at: u64,
 }
 
-/// A record that must be deleted once it expired.
-#[derive(Debug, Clone)]
-struct Expiring {
-    access_key_id: String,
-    expiration: u64,
+impl State {
+    /// The shared context of `record`'s account, region and profile.
+    fn intern(&mut self, record: &InstanceRecord) -> Arc<RunContext> {
+        let probe = RunContext {
+            owner_id: record.owner_id.clone(),
+            region: record.placement.region.clone(),
+            profile: record.iam_instance_profile.clone(),
+        };
+        if let Some(existing) = self.contexts.get(&probe) {
+            return Arc::clone(existing);
+        }
+        let context = Arc::new(probe);
+        self.contexts.insert(Arc::clone(&context));
+        context
+    }
 }
 
-/// One tracked instance run.
-struct Tracked {
-    /// Changes whenever the credentials are started anew; a fetch that
-    /// finishes for an older epoch is dropped.
-    epoch: u64,
-    incarnation: u64,
-    profile: Option<IamInstanceProfile>,
+/// What the principal ARNs and the role of a run are made of.
+#[derive(PartialEq, Eq)]
+struct RunContext {
     owner_id: String,
     region: String,
-    identity: MintedSlot,
-    role: Option<RoleState>,
+    profile: Option<IamInstanceProfile>,
 }
 
-/// Who a minted set belongs to, for its store record.
-struct RecordMeta {
-    instance_id: InstanceId,
-    role_name: String,
-    delivery: Option<RoleDelivery>,
-    principal_arn: String,
+impl Hash for RunContext {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.owner_id.hash(state);
+        self.region.hash(state);
+        if let Some(p) = &self.profile {
+            p.arn.hash(state);
+            p.id.hash(state);
+            p.role_name.hash(state);
+        }
+    }
 }
 
-impl Tracked {
+impl RunContext {
     fn role_name(&self) -> &str {
         self.profile.as_ref().map_or("", |p| p.role_name.as_str())
     }
 
-    fn identity_meta(&self, id: &InstanceId) -> RecordMeta {
-        RecordMeta {
-            instance_id: id.clone(),
-            role_name: IDENTITY_ROLE_NAME.to_owned(),
-            delivery: None,
-            principal_arn: principal_arn(None, &self.owner_id, &self.region, IDENTITY_ROLE_NAME, id),
-        }
-    }
-
-    fn role_meta(&self, id: &InstanceId, delivery: RoleDelivery) -> RecordMeta {
-        let profile_arn = self.profile.as_ref().map(|p| p.arn.as_str());
-        RecordMeta {
-            instance_id: id.clone(),
-            role_name: self.role_name().to_owned(),
-            delivery: Some(delivery),
-            principal_arn: principal_arn(profile_arn, &self.owner_id, &self.region, self.role_name(), id),
-        }
-    }
-
-    fn view(&self, now: u64) -> InstanceCredentials {
-        InstanceCredentials {
-            role: self.role.as_ref().map(|r| r.view(self.role_name(), now)),
-            identity: self.identity.current.clone().filter(|c| c.expiration > now),
-        }
+    fn same_place(&self, record: &InstanceRecord) -> bool {
+        self.owner_id == record.owner_id && self.region == record.placement.region
     }
 }
 
-/// A minted set and the still-valid sets it replaced.
-#[derive(Default)]
-struct MintedSlot {
-    current: Option<RoleCredentials>,
-    superseded: Vec<Expiring>,
+/// One tracked instance run: about 60 bytes besides its id.
+struct Tracked {
+    incarnation: u64,
+    context: Arc<RunContext>,
+    /// Clock second at which a minted set (identity or role) rotates next;
+    /// 0 while the minting key is not loaded (announced once it is).
+    next_change: u64,
+    role: RoleState,
 }
 
-impl MintedSlot {
-    /// Mints a new current set (the old one is superseded, or deleted if it
-    /// expired) and queues its record; false if the RNG failed.
-    fn replace(
-        &mut self,
-        shared: &Shared,
-        meta: &RecordMeta,
-        now: u64,
-        lifetime: u64,
-        ops: &mut Vec<Op>,
-    ) -> bool {
-        let new = match mint(now, lifetime) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(instance = %meta.instance_id, error = %e, "cannot mint credentials");
-                return false;
-            }
-        };
-        let record = MintedRecord {
-            access_key_id: new.access_key_id.clone(),
-            secret_access_key: new.secret_access_key.clone(),
-            session_token: new.token.clone(),
-            expiration: new.expiration,
-            instance_id: meta.instance_id.clone(),
-            role_name: meta.role_name.clone(),
-            role_delivery: meta.delivery,
-            principal_arn: meta.principal_arn.clone(),
-            host_id: shared.host_id.clone(),
-        };
-        match serde_json::to_vec(&record) {
-            Ok(value) => ops.push(Op::put(minted_key(&record.access_key_id), value)),
-            // Cannot happen for this plain struct; never log the record.
-            Err(_) => tracing::error!(instance = %meta.instance_id, "cannot encode a minted record"),
-        }
-        if let Some(old) = self.current.replace(new) {
-            let old = Expiring { access_key_id: old.access_key_id, expiration: old.expiration };
-            if old.expiration > now {
-                self.superseded.push(old);
-            } else {
-                ops.push(Op::delete(minted_key(&old.access_key_id)));
-            }
-        }
-        true
-    }
-
-    /// Queues deletes of superseded sets that expired.
-    fn drop_expired(&mut self, now: u64, ops: &mut Vec<Op>) {
-        self.superseded.retain(|e| {
-            let keep = e.expiration > now;
-            if !keep {
-                ops.push(Op::delete(minted_key(&e.access_key_id)));
-            }
-            keep
-        });
-    }
-
-    /// Queues deletes of every record of this slot.
-    fn revoke(self, ops: &mut Vec<Op>) {
-        let current = self.current.map(|c| c.access_key_id);
-        for akid in current.into_iter().chain(self.superseded.into_iter().map(|e| e.access_key_id)) {
-            ops.push(Op::delete(minted_key(&akid)));
-        }
-    }
-
-    fn access_key_ids(&self) -> impl Iterator<Item = &str> {
-        self.current
-            .iter()
-            .map(|c| c.access_key_id.as_str())
-            .chain(self.superseded.iter().map(|e| e.access_key_id.as_str()))
-    }
-
-    /// Brings the slot up to date; returns whether the current set changed
-    /// and the next time it needs a look.
-    fn refresh(
-        &mut self,
-        shared: &Shared,
-        meta: &RecordMeta,
-        now: u64,
-        (lifetime, refresh_before): (u64, u64),
-        ops: &mut Vec<Op>,
-    ) -> (bool, u64) {
-        self.drop_expired(now, ops);
-        let due = self
-            .current
-            .as_ref()
-            .is_none_or(|c| now >= refresh_at(c, refresh_before, MIN_MINTED_ROTATION_SECS));
-        let changed = due && self.replace(shared, meta, now, lifetime, ops);
-        let next = self
-            .current
-            .as_ref()
-            .map(|c| refresh_at(c, refresh_before, MIN_MINTED_ROTATION_SECS))
-            .into_iter()
-            .chain(self.superseded.iter().map(|e| e.expiration))
-            .min()
-            // Only after an RNG failure: try again soon.
-            .unwrap_or(now.saturating_add(shared.options.retry_min_secs));
-        (changed, next)
-    }
+/// The credentials of a role, by provider.
+enum RoleState {
+    /// No instance profile.
+    None,
+    /// Computed from the minting key when asked for.
+    Minted,
+    /// The configured keys, re-announced every half `window`.
+    Static { last_updated: u64, window: u64 },
+    /// Fetched; boxed, as most runs are minted.
+    Sts(Box<StsRole>),
 }
 
-/// When a set is replaced: `refresh_before` ahead of its expiry, but never
-/// within `min_gap` seconds of its issue.
-fn refresh_at(c: &RoleCredentials, refresh_before: u64, min_gap: u64) -> u64 {
-    c.expiration.saturating_sub(refresh_before).max(c.last_updated.saturating_add(min_gap))
+struct StsRole {
+    provider: Arc<StsProvider>,
+    /// Changes whenever the role is started anew; a fetch that finishes
+    /// for an older epoch is dropped.
+    epoch: u64,
+    v1: StsSlot,
+    v2: StsSlot,
 }
 
 /// One STS-fetched set and its retry state.
@@ -534,46 +445,53 @@ struct StsSlot {
     error: Option<(String, String)>,
 }
 
-/// The credentials of a role, by provider.
-enum RoleState {
-    Minted { lifetime: u64, refresh_before: u64, v1: MintedSlot, v2: MintedSlot },
-    Static { creds: RoleCredentials, window: u64 },
-    Sts { provider: Arc<StsProvider>, v1: StsSlot, v2: StsSlot },
+/// What [`Shared::render`] needs of a run, taken under the lock so the
+/// minting happens outside it.
+struct Plan {
+    id: InstanceId,
+    incarnation: u64,
+    context: Arc<RunContext>,
+    role: RolePlan,
 }
 
-impl RoleState {
+enum RolePlan {
+    None,
+    Minted,
+    /// Static and STS sets, as they are.
+    Ready(Box<RoleSet>),
+}
+
+impl StsRole {
+    /// The served sets: the fetched ones still valid, or why not.
     fn view(&self, role: &str, now: u64) -> RoleSet {
         let valid = |c: &Option<RoleCredentials>| c.clone().filter(|c| c.expiration > now);
-        match self {
-            Self::Minted { v1, v2, .. } => {
-                let (imdsv1, imdsv2) = (valid(&v1.current), valid(&v2.current));
-                let error = (imdsv1.is_none() || imdsv2.is_none()).then(|| unavailable(role));
-                RoleSet { imdsv1, imdsv2, error }
-            }
-            Self::Static { creds, .. } => {
-                let c = Some(creds.clone()).filter(|c| c.expiration > now);
-                let error = c.is_none().then(|| unavailable(role));
-                RoleSet { imdsv1: c.clone(), imdsv2: c, error }
-            }
-            Self::Sts { v1, v2, .. } => {
-                let (imdsv1, imdsv2) = (valid(&v1.current), valid(&v2.current));
-                let slot_error = |slot: &StsSlot| slot.error.clone().unwrap_or_else(|| pending(role));
-                let error = match (&imdsv1, &imdsv2) {
-                    (None, _) => Some(slot_error(v1)),
-                    (_, None) => Some(slot_error(v2)),
-                    _ => None,
-                };
-                RoleSet { imdsv1, imdsv2, error }
-            }
-        }
+        let (imdsv1, imdsv2) = (valid(&self.v1.current), valid(&self.v2.current));
+        let slot_error = |slot: &StsSlot| slot.error.clone().unwrap_or_else(|| pending(role));
+        let error = match (&imdsv1, &imdsv2) {
+            (None, _) => Some(slot_error(&self.v1)),
+            (_, None) => Some(slot_error(&self.v2)),
+            _ => None,
+        };
+        RoleSet { imdsv1, imdsv2, error }
     }
+}
 
-    fn revoke(self, ops: &mut Vec<Op>) {
-        if let Self::Minted { v1, v2, .. } = self {
-            v1.revoke(ops);
-            v2.revoke(ops);
-        }
-    }
+/// Rotation period of minted sets.
+fn period((lifetime, refresh_before): (u64, u64)) -> u64 {
+    lifetime.saturating_sub(refresh_before).max(MIN_MINTED_ROTATION_SECS)
+}
+
+/// Issue time of the set in force at `now`: the latest `phase + k × period`
+/// not after `now`.
+fn issued_at(now: u64, period: u64, phase: u64) -> u64 {
+    let since = (now % period + period - phase % period) % period;
+    now - since
+}
+
+/// When a fetched set is replaced: `refresh_before` ahead of its expiry, but never
+/// within `min_gap` seconds of its issue.
+fn refresh_at(c: &RoleCredentials, refresh_before: u64, min_gap: u64) -> u64 {
+    c.expiration.saturating_sub(refresh_before).max(c.last_updated.saturating_add(min_gap))
 }
 
 fn pending(role: &str) -> (String, String) {
@@ -641,6 +559,16 @@ impl Shared {
         }
     }
 
+    /// Lifetime and refresh margin of a minted role.
+    fn minted_timing(&self, role: &str) -> Option<(u64, u64)> {
+        match self.config.provider_for(role) {
+            ProviderConfig::Minted { lifetime_secs, refresh_before_secs } => {
+                Some((*lifetime_secs, *refresh_before_secs))
+            }
+            _ => None,
+        }
+    }
+
     fn sts_provider(&self, role: &str) -> Option<Arc<StsProvider>> {
         if self.config.roles.contains_key(role) {
             self.role_sts.get(role).cloned()
@@ -649,53 +577,154 @@ impl Shared {
         }
     }
 
-    /// The role state of a new run or profile, with minted sets issued.
-    fn new_role(
-        &self,
-        tracked: &Tracked,
-        id: &InstanceId,
-        profile: &IamInstanceProfile,
-        now: u64,
-        ops: &mut Vec<Op>,
-    ) -> RoleState {
+    /// The role state of a new run or profile.
+    fn new_role(&self, context: &RunContext, epoch: u64, now: u64) -> RoleState {
+        let Some(profile) = &context.profile else { return RoleState::None };
         match self.config.provider_for(&profile.role_name) {
-            ProviderConfig::Minted { lifetime_secs, refresh_before_secs } => {
-                let (mut v1, mut v2) = (MintedSlot::default(), MintedSlot::default());
-                v1.replace(self, &tracked.role_meta(id, RoleDelivery::V1), now, *lifetime_secs, ops);
-                v2.replace(self, &tracked.role_meta(id, RoleDelivery::V2), now, *lifetime_secs, ops);
-                RoleState::Minted { lifetime: *lifetime_secs, refresh_before: *refresh_before_secs, v1, v2 }
+            ProviderConfig::Minted { .. } => RoleState::Minted,
+            ProviderConfig::Static { expiration_secs, .. } => RoleState::Static {
+                last_updated: now,
+                window: expiration_secs.unwrap_or(DEFAULT_STATIC_WINDOW_SECS),
+            },
+            ProviderConfig::Sts { .. } => match self.sts_provider(&profile.role_name) {
+                Some(provider) => RoleState::Sts(Box::new(StsRole {
+                    provider,
+                    epoch,
+                    v1: StsSlot { next_attempt: now, ..StsSlot::default() },
+                    v2: StsSlot { next_attempt: now, ..StsSlot::default() },
+                })),
+                // Unreachable: a client is built for every STS provider.
+                // Serve the error document rather than panic.
+                None => RoleState::Static { last_updated: 0, window: 0 },
+            },
+        }
+    }
+
+    /// When a minted set of the run rotates next, after `now`; 0 without
+    /// the minting key.
+    fn next_change(&self, id: &InstanceId, t: &Tracked, now: u64) -> u64 {
+        if self.key.get().is_none() {
+            return 0;
+        }
+        let phase = MintingKey::phase(id, t.incarnation);
+        let next = |timing| {
+            let p = period(timing);
+            issued_at(now, p, phase).saturating_add(p)
+        };
+        let mut at = next(self.identity_timing());
+        if matches!(t.role, RoleState::Minted)
+            && let Some(timing) = self.minted_timing(t.context.role_name())
+        {
+            at = at.min(next(timing));
+        }
+        at
+    }
+
+    /// What `render` needs of a run (taken under the lock).
+    fn plan(&self, id: &InstanceId, t: &Tracked, now: u64) -> Plan {
+        let role_name = t.context.role_name();
+        let role = match &t.role {
+            RoleState::None => RolePlan::None,
+            RoleState::Minted => RolePlan::Minted,
+            RoleState::Static { last_updated, window } => {
+                RolePlan::Ready(Box::new(self.static_view(role_name, *last_updated, *window, now)))
             }
-            ProviderConfig::Static { access_key_id, secret_access_key, session_token, expiration_secs } => {
-                let window = expiration_secs.unwrap_or(DEFAULT_STATIC_WINDOW_SECS);
-                let creds = RoleCredentials {
+            RoleState::Sts(s) => RolePlan::Ready(Box::new(s.view(role_name, now))),
+        };
+        Plan { id: id.clone(), incarnation: t.incarnation, context: Arc::clone(&t.context), role }
+    }
+
+    /// Both sets of a static role: the configured keys.
+    fn static_view(&self, role: &str, last_updated: u64, window: u64, now: u64) -> RoleSet {
+        let creds = match self.config.provider_for(role) {
+            ProviderConfig::Static { access_key_id, secret_access_key, session_token, .. } => {
+                Some(RoleCredentials {
                     access_key_id: access_key_id.clone(),
                     secret_access_key: secret_access_key.clone(),
                     token: session_token.clone().unwrap_or_default(),
-                    last_updated: now,
-                    expiration: now.saturating_add(window),
-                };
-                RoleState::Static { creds, window }
+                    last_updated,
+                    expiration: last_updated.saturating_add(window),
+                })
             }
-            ProviderConfig::Sts { .. } => match self.sts_provider(&profile.role_name) {
-                Some(provider) => RoleState::Sts {
-                    provider,
-                    v1: StsSlot { next_attempt: now, ..StsSlot::default() },
-                    v2: StsSlot { next_attempt: now, ..StsSlot::default() },
-                },
-                // Unreachable: a client is built for every STS provider.
-                // Serve the error document rather than panic.
-                None => RoleState::Static {
-                    creds: RoleCredentials {
-                        access_key_id: String::new(),
-                        secret_access_key: String::new(),
-                        token: String::new(),
-                        last_updated: now,
-                        expiration: now,
-                    },
-                    window: 0,
-                },
-            },
+            _ => None,
         }
+        .filter(|c| c.expiration > now);
+        let error = creds.is_none().then(|| unavailable(role));
+        RoleSet { imdsv1: creds.clone(), imdsv2: creds, error }
+    }
+
+    /// The sets in force at `now`, minted ones computed (outside the lock).
+    fn render(&self, plan: Plan, now: u64) -> InstanceCredentials {
+        let ctx = &plan.context;
+        let role_name = ctx.role_name();
+        let Some(key) = self.key.get() else {
+            let role = match plan.role {
+                RolePlan::None => None,
+                RolePlan::Ready(set) => Some(*set),
+                RolePlan::Minted => {
+                    Some(RoleSet { imdsv1: None, imdsv2: None, error: Some(pending(role_name)) })
+                }
+            };
+            return InstanceCredentials { role, identity: None };
+        };
+        let phase = MintingKey::phase(&plan.id, plan.incarnation);
+        let identity_principal =
+            principal_arn(None, &ctx.owner_id, &ctx.region, IDENTITY_ROLE_NAME, &plan.id);
+        let identity =
+            self.mint(key, &plan, phase, SetKind::Identity, &identity_principal, self.identity_timing(), now);
+        let role = match plan.role {
+            RolePlan::None => None,
+            RolePlan::Ready(set) => Some(*set),
+            RolePlan::Minted => Some(match self.minted_timing(role_name) {
+                Some(timing) => {
+                    let profile_arn = ctx.profile.as_ref().map(|p| p.arn.as_str());
+                    let principal =
+                        principal_arn(profile_arn, &ctx.owner_id, &ctx.region, role_name, &plan.id);
+                    let mint = |d| self.mint(key, &plan, phase, SetKind::Role(d), &principal, timing, now);
+                    let (imdsv1, imdsv2) = (mint(RoleDelivery::V1), mint(RoleDelivery::V2));
+                    let error = (imdsv1.is_none() || imdsv2.is_none()).then(|| unavailable(role_name));
+                    RoleSet { imdsv1, imdsv2, error }
+                }
+                // Unreachable: a minted role has minted timing.
+                None => RoleSet { imdsv1: None, imdsv2: None, error: Some(unavailable(role_name)) },
+            }),
+        };
+        InstanceCredentials { role, identity }
+    }
+
+    /// The set of `kind` in force at `now`.
+    #[allow(clippy::too_many_arguments)] // one call site, all plain values
+    fn mint(
+        &self,
+        key: &MintingKey,
+        plan: &Plan,
+        phase: u64,
+        kind: SetKind,
+        principal_arn: &str,
+        (lifetime, refresh_before): (u64, u64),
+        now: u64,
+    ) -> Option<RoleCredentials> {
+        let issued = issued_at(now, period((lifetime, refresh_before)), phase);
+        let profile = match kind {
+            SetKind::Identity => None,
+            SetKind::Role(_) => plan.context.profile.as_ref(),
+        };
+        let claims = Claims {
+            instance_id: plan.id.as_str(),
+            incarnation: plan.incarnation,
+            kind,
+            role_name: profile.map_or(IDENTITY_ROLE_NAME, |p| p.role_name.as_str()),
+            profile_arn: profile.map_or("", |p| p.arn.as_str()),
+            profile_id: profile.map_or("", |p| p.id.as_str()),
+            principal_arn,
+            issued,
+            expiration: issued.saturating_add(lifetime),
+        };
+        let minted = key.mint_claims(&claims);
+        if minted.is_none() {
+            tracing::error!(instance = %plan.id, "cannot seal a minted session token");
+        }
+        minted
     }
 
     /// Backoff before retry number `failures` (1-based), with jitter.
@@ -708,209 +737,106 @@ impl Shared {
         base.saturating_add(jitter)
     }
 
-    /// One look at every tracked run, under the lock: rotate, re-announce,
-    /// expire, schedule fetches, queue store writes.
+    /// One look at every tracked run, under the lock: rotations due,
+    /// static re-announcements, STS expiries and fetches to start.
     fn pass(&self) -> PassOutcome {
         let now = self.clock.now_secs();
         let mut out = PassOutcome::default();
-        let identity_timing = self.identity_timing();
+        let has_key = self.key.get().is_some();
         let mut state = self.lock();
-        let mut batches = Vec::new();
+        // Until the task sleeps again, every `track` wakes it: a run
+        // tracked after this scan is seen by the next pass.
+        state.worker_wakes_at = u64::MAX;
+        state.contexts.retain(|c| Arc::strong_count(c) > 1);
+        let mut due = Vec::new();
         for (id, t) in &mut state.instances {
-            let mut ops = Vec::new();
             let mut changed = false;
-            let meta = t.identity_meta(id);
-            let (c, next) = t.identity.refresh(self, &meta, now, identity_timing, &mut ops);
-            changed |= c;
-            out.due_at(next);
-            let metas = (t.role_meta(id, RoleDelivery::V1), t.role_meta(id, RoleDelivery::V2));
             match &mut t.role {
-                None => {}
-                Some(RoleState::Minted { lifetime, refresh_before, v1, v2 }) => {
-                    for (slot, meta) in [(v1, &metas.0), (v2, &metas.1)] {
-                        let (c, next) = slot.refresh(self, meta, now, (*lifetime, *refresh_before), &mut ops);
-                        changed |= c;
-                        out.due_at(next);
-                    }
-                }
-                Some(RoleState::Static { creds, window }) => {
+                RoleState::Static { last_updated, window } => {
                     // Re-announce when half the window has passed.
-                    let at = creds.last_updated.saturating_add(*window / 2);
-                    if now >= at {
-                        creds.last_updated = now;
-                        creds.expiration = now.saturating_add(*window);
+                    if now >= last_updated.saturating_add(*window / 2) {
+                        *last_updated = now;
                         changed = true;
                     }
-                    out.due_at(creds.last_updated.saturating_add(*window / 2));
+                    out.due_at(last_updated.saturating_add(*window / 2));
                 }
-                Some(RoleState::Sts { provider, v1, v2 }) => {
-                    for (slot, delivery) in [(v1, RoleDelivery::V1), (v2, RoleDelivery::V2)] {
-                        if slot.current.as_ref().is_some_and(|c| c.expiration <= now) {
-                            slot.current = None;
-                            changed = true;
-                            tracing::warn!(instance = %id, delivery = delivery.as_str(),
-                                "STS credentials expired without a successful refresh");
-                        }
-                        if let Some(c) = &slot.current {
-                            out.due_at(c.expiration);
-                        }
-                        if slot.in_flight {
-                            continue;
-                        }
-                        if now >= slot.next_attempt {
-                            slot.in_flight = true;
-                            out.fetches.push(FetchJob {
-                                id: id.clone(),
-                                epoch: t.epoch,
-                                delivery,
-                                provider: Arc::clone(provider),
-                            });
-                        } else {
-                            out.due_at(slot.next_attempt);
-                        }
-                    }
+                RoleState::Sts(sts) => changed |= sts_pass(id, sts, now, &mut out),
+                RoleState::None | RoleState::Minted => {}
+            }
+            if has_key {
+                if now >= t.next_change {
+                    due.push(id.clone());
+                } else {
+                    out.due_at(t.next_change);
                 }
             }
             if changed {
                 out.changed.push(id.clone());
             }
-            if !ops.is_empty() {
-                batches.push(ops);
-            }
         }
-        let mut orphan_deletes = Vec::new();
-        state.orphans.retain(|e| {
-            let keep = e.expiration > now;
-            if !keep {
-                orphan_deletes.push(Op::delete(minted_key(&e.access_key_id)));
+        // The few runs whose minted sets rotated: their next rotation (one
+        // HMAC each) and an announcement.
+        for id in due {
+            if let Some(t) = state.instances.get(&id) {
+                let next = self.next_change(&id, t, now);
+                out.due_at(next);
+                if let Some(t) = state.instances.get_mut(&id) {
+                    t.next_change = next;
+                }
             }
-            keep
-        });
-        if let Some(first) = state.orphans.iter().map(|e| e.expiration).min() {
-            out.due_at(first);
-        }
-        batches.extend(chunks(orphan_deletes));
-        state.writes.extend(batches);
-        if !state.writes.is_empty() {
-            out.due_at(state.write_retry_at);
+            if !out.changed.contains(&id) {
+                out.changed.push(id);
+            }
         }
         if !out.changed.is_empty() {
-            tracing::info!(instances = out.changed.len(), "rotated credentials");
+            tracing::debug!(instances = out.changed.len(), "credentials changed");
         }
         out
     }
 
-    /// Applies queued store writes in order; stops at the first failure and
-    /// schedules a retry.
-    async fn flush(&self) {
-        let _serial = self.flush_lock.lock().await;
-        loop {
-            let batch = {
-                let state = self.lock();
-                if self.clock.now_secs() < state.write_retry_at {
-                    return;
-                }
-                match state.writes.front() {
-                    Some(ops) => ops.clone(),
-                    None => return,
-                }
-            };
-            let result = self.store.txn(Vec::new(), batch).await;
-            let mut state = self.lock();
-            match result {
-                Ok(_) => {
-                    state.writes.pop_front();
-                    state.write_failures = 0;
-                }
-                Err(e) => {
-                    state.write_failures = state.write_failures.saturating_add(1);
-                    let delay = self.backoff_secs(state.write_failures);
-                    state.write_retry_at = self.clock.now_secs().saturating_add(delay);
-                    tracing::warn!(error = %e, pending = state.writes.len(), retry_in_secs = delay,
-                        "cannot persist minted credentials; will retry");
-                    return;
-                }
-            }
+    /// Loads the minting key unless loaded or a retry is not due yet;
+    /// returns when to try again after a failure.
+    async fn load_key(&self) -> Option<u64> {
+        if self.key.get().is_some() {
+            return None;
         }
-    }
-
-    /// Once per manager: deletes expired minted records (of any host) and
-    /// schedules the deletion of this host's records that no tracked run
-    /// holds (left by a previous process) for when they expire.
-    async fn sweep(&self) -> bool {
-        let (kvs, _) = match self.store.list(MINTED_PREFIX).await {
-            Ok(listed) => listed,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot list minted credentials; will retry");
-                return false;
-            }
-        };
         let now = self.clock.now_secs();
-        let mut state = self.lock();
-        let live: HashSet<&str> = state
-            .instances
-            .values()
-            .flat_map(|t| {
-                let role: Vec<&str> = match &t.role {
-                    Some(RoleState::Minted { v1, v2, .. }) => {
-                        v1.access_key_ids().chain(v2.access_key_ids()).collect()
-                    }
-                    _ => Vec::new(),
-                };
-                t.identity.access_key_ids().chain(role)
-            })
-            .collect();
-        let mut deletes = Vec::new();
-        let mut orphans = Vec::new();
-        for kv in &kvs {
-            let record: MintedRecord = match decode(&kv.key, &kv.value) {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(error = %e, "undecodable minted credentials record left alone");
-                    continue;
-                }
-            };
-            if !record.is_valid_at(now) {
-                deletes.push(Op::delete(kv.key.clone()));
-            } else if record.host_id == self.host_id && !live.contains(record.access_key_id.as_str()) {
-                orphans.push(Expiring { access_key_id: record.access_key_id, expiration: record.expiration });
+        let retry_at = self.lock().key_retry_at;
+        if now < retry_at {
+            return Some(retry_at);
+        }
+        match MintingKey::load_or_create(self.store.as_ref()).await {
+            Ok(key) => {
+                let _ = self.key.set(Arc::new(key));
+                self.lock().key_failures = 0;
+                tracing::info!("minting key loaded");
+                None
+            }
+            Err(e) => {
+                let mut state = self.lock();
+                state.key_failures = state.key_failures.saturating_add(1);
+                let delay = self.backoff_secs(state.key_failures);
+                state.key_retry_at = self.clock.now_secs().saturating_add(delay);
+                tracing::warn!(error = %e, retry_in_secs = delay,
+                    "cannot load the minting key; minted credentials wait for it");
+                Some(state.key_retry_at)
             }
         }
-        tracing::info!(expired = deletes.len(), previous = orphans.len(), "swept minted credentials");
-        state.orphans.extend(orphans);
-        state.writes.extend(chunks(deletes));
-        state.swept = true;
-        true
     }
 
     /// One round of background work; returns when it next has to look.
     async fn run_once(self: &Arc<Self>) -> Option<u64> {
-        if !self.lock().swept && !self.sweep().await {
-            let retry = self.clock.now_secs().saturating_add(self.options.retry_min_secs.max(1));
-            let outcome = self.run_pass().await;
-            return Some(outcome.map_or(retry, |d| d.min(retry)));
-        }
-        self.run_pass().await
-    }
-
-    async fn run_pass(self: &Arc<Self>) -> Option<u64> {
+        let key_retry = self.load_key().await;
         let outcome = self.pass();
         for job in outcome.fetches {
             let weak = Arc::downgrade(self);
             let clock = Arc::clone(&self.clock);
             tokio::spawn(fetch(weak, clock, job));
         }
-        self.flush().await;
-        // Announce after the records were (if possible) written, so a guest
-        // rarely meets a key the control plane does not know yet.
         for id in outcome.changed {
             let _ = self.events.send(id);
         }
-        let write_due = {
-            let state = self.lock();
-            (!state.writes.is_empty()).then_some(state.write_retry_at)
-        };
-        match (outcome.next_due, write_due) {
+        match (outcome.next_due, key_retry) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -921,15 +847,16 @@ impl Shared {
     fn finish_fetch(&self, job: &FetchJob, result: Result<RoleCredentials, FetchError>) -> bool {
         let now = self.clock.now_secs();
         let mut state = self.lock();
-        let Some(t) = state.instances.get_mut(&job.id).filter(|t| t.epoch == job.epoch) else {
+        let Some(t) = state.instances.get_mut(&job.id) else { return false };
+        let role = t.context.role_name().to_owned();
+        let RoleState::Sts(sts) = &mut t.role else { return false };
+        if sts.epoch != job.epoch {
             return false;
-        };
-        let role = t.role_name().to_owned();
-        let before = t.view(now);
-        let Some(RoleState::Sts { provider, v1, v2 }) = &mut t.role else { return false };
+        }
+        let before = sts.view(&role, now);
         let slot = match job.delivery {
-            RoleDelivery::V1 => v1,
-            RoleDelivery::V2 => v2,
+            RoleDelivery::V1 => &mut sts.v1,
+            RoleDelivery::V2 => &mut sts.v2,
         };
         slot.in_flight = false;
         match result {
@@ -937,7 +864,8 @@ impl Shared {
                 tracing::info!(instance = %job.id, delivery = job.delivery.as_str(),
                     access_key_id = %creds.access_key_id, expiration = creds.expiration,
                     "obtained STS credentials");
-                slot.next_attempt = refresh_at(&creds, provider.refresh_before_secs, MIN_STS_ROTATION_SECS);
+                slot.next_attempt =
+                    refresh_at(&creds, sts.provider.refresh_before_secs, MIN_STS_ROTATION_SECS);
                 slot.current = Some(creds);
                 slot.failures = 0;
                 slot.error = None;
@@ -957,7 +885,7 @@ impl Shared {
                 let serving = slot.current.is_some();
                 if slot.failures == 1 || slot.failures.is_multiple_of(10) {
                     tracing::warn!(instance = %job.id, delivery = job.delivery.as_str(),
-                        role_arn = provider.role_arn(), failures = slot.failures, retry_in_secs = delay,
+                        role_arn = sts.provider.role_arn(), failures = slot.failures, retry_in_secs = delay,
                         still_serving_last_set = serving, error = %detail, "AssumeRole failed");
                 } else {
                     tracing::debug!(instance = %job.id, failures = slot.failures, error = %detail,
@@ -965,18 +893,44 @@ impl Shared {
                 }
             }
         }
-        t.view(now) != before
+        sts.view(&role, now) != before
     }
 }
 
-/// Splits deletes into transactions of bounded size.
-fn chunks(ops: Vec<Op>) -> Vec<Vec<Op>> {
-    let mut out = Vec::new();
-    let mut iter = ops.into_iter().peekable();
-    while iter.peek().is_some() {
-        out.push(iter.by_ref().take(SWEEP_BATCH).collect());
+/// Expiries and due fetches of one STS role; returns whether what is
+/// served changed.
+fn sts_pass(id: &InstanceId, sts: &mut StsRole, now: u64, out: &mut PassOutcome) -> bool {
+    let mut changed = false;
+    for delivery in [RoleDelivery::V1, RoleDelivery::V2] {
+        let slot = match delivery {
+            RoleDelivery::V1 => &mut sts.v1,
+            RoleDelivery::V2 => &mut sts.v2,
+        };
+        if slot.current.as_ref().is_some_and(|c| c.expiration <= now) {
+            slot.current = None;
+            changed = true;
+            tracing::warn!(instance = %id, delivery = delivery.as_str(),
+                "STS credentials expired without a successful refresh");
+        }
+        if let Some(c) = &slot.current {
+            out.due_at(c.expiration);
+        }
+        if slot.in_flight {
+            continue;
+        }
+        if now >= slot.next_attempt {
+            slot.in_flight = true;
+            out.fetches.push(FetchJob {
+                id: id.clone(),
+                epoch: sts.epoch,
+                delivery,
+                provider: Arc::clone(&sts.provider),
+            });
+        } else {
+            out.due_at(slot.next_attempt);
+        }
     }
-    out
+    changed
 }
 
 /// One STS call, off the lock and off the request path.
@@ -1000,6 +954,8 @@ async fn worker(shared: Arc<Shared>) {
             .map(|d| Duration::from_millis(d.saturating_mul(1000).saturating_sub(now_ms)))
             .map_or(shared.options.tick, |d| d.min(shared.options.tick))
             .max(MIN_SLEEP);
+        let wakes_at = now_ms.saturating_add(u64::try_from(sleep.as_millis()).unwrap_or(u64::MAX)) / 1000;
+        shared.lock().worker_wakes_at = wakes_at;
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}
             _ = shared.wake.notified() => {}

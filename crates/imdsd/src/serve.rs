@@ -14,7 +14,7 @@ use anyhow::Context;
 use imds_agent::{Agent, AgentConfig, Placement};
 use imds_control::{ControlConfig, ControlPlane, HostAssignment, StaticCredential};
 use imds_core::{Clock, SystemClock};
-use imds_credentials::{CredentialsConfig, MintedIndex};
+use imds_credentials::{CredentialsConfig, MintedVerifier};
 use imds_dataplane::server::{ConnLimits, serve as serve_data};
 use imds_dataplane::{DataPlane, DataPlaneMetrics, DataPlaneOptions, Limits};
 use imds_net::bind_listener;
@@ -328,11 +328,10 @@ pub async fn run_mode(mode: Mode, args: ServeArgs) -> anyhow::Result<()> {
         println!("listening data http://{addr}");
     }
     let (statics, role_policies) = control_rules(&settings)?;
-    let callers = Arc::new(Callers::new(
-        MintedIndex::spawn(Arc::clone(&store), Arc::clone(&clock)),
-        &statics,
-        role_policies,
-    )?);
+    // Minted credentials are checked with the fleet's minting key (created
+    // here if this process is the first to need it).
+    let minted = MintedVerifier::load(Arc::clone(&store)).await.context("cannot load the minting key")?;
+    let callers = Arc::new(Callers::new(minted, Arc::clone(&clock), &statics, role_policies)?);
     // Kept to apply reloaded control-plane limits.
     let mut control_limits = None;
     if let Some(control_listener) = control_listener {
@@ -355,7 +354,13 @@ pub async fn run_mode(mode: Mode, args: ServeArgs) -> anyhow::Result<()> {
         .with_metrics(control_metrics);
         let limits = control.limits();
         control_limits = Some(limits.clone());
-        tasks.spawn(imds_control::server::serve(control.router(), control_listener, limits, stop_rx.clone()));
+        // Minted session tokens are verified (one store read) before the
+        // control plane looks the caller up.
+        let router = control.router().layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&callers),
+            crate::callers::resolve_minted,
+        ));
+        tasks.spawn(imds_control::server::serve(router, control_listener, limits, stop_rx.clone()));
         println!("listening control http://{control_addr}");
         if let Some(profile) = &demo_hint {
             println!(
