@@ -4,17 +4,19 @@
 //! Owns what exists under a version root (`meta-data/…`, `dynamic/…`,
 //! `user-data`) for an [`InstanceRecord`], the bodies of every leaf, and the
 //! directory listings (data-plane.md §7, categories.md). A request does one
-//! path normalisation ([`crate::path`]) and one binary search per path
-//! segment here; bodies are slices of one [`Bytes`] buffer, so answering
+//! path normalisation ([`crate::path`]), one hash and one binary search
+//! here; bodies are slices of one [`Bytes`] buffer, so answering
 //! clones a reference count, not the data. It does not own the JSON layouts
 //! ([`crate::docs`]), the v1/v2 policy or statuses (the HTTP service), nor
 //! where credentials come from ([`RenderInputs`]).
 //!
 //! Layout (why: a fleet of 100,000 instances keeps 100,000 of these, so a
 //! tree is a few allocations, not one per path): every node name, leaf body
-//! and listing lives in one buffer; nodes are one boxed slice of fixed-size
-//! entries holding offsets into it, each directory's children contiguous
-//! and sorted by name (node 0 is the version root).
+//! and listing lives in one buffer; nodes are one boxed slice of 24-byte
+//! entries holding offsets into it and their parent's index, sorted by a
+//! hash of their full path. A lookup finds the hash by binary search and
+//! checks the path by walking up the parents (no path is stored whole:
+//! per-instance paths such as a MAC's 20 keys would cost kilobytes).
 //!
 //! Listings are never written by hand: [`TreeBuilder`] derives every
 //! directory from the leaves inserted below it, so a listing cannot show an
@@ -32,7 +34,7 @@ use imds_core::instance::{ip_hostname, is_imds_tag_key, public_hostname};
 use imds_core::timefmt::iso8601_secs;
 use imds_core::{InstanceRecord, NetworkInterface, RoleCredentials};
 use imds_identity::RegionSigner;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
@@ -73,8 +75,7 @@ impl LazyLeaf {
 enum Kind {
     /// A leaf; `extra` is its content type (0: [`TEXT_PLAIN`], `i`: `types[i - 1]`).
     Leaf,
-    /// A directory; the body is its listing, `extra` its first child and
-    /// `count` the number of children.
+    /// A directory; the body is its listing.
     Dir,
     /// Role credentials: the body is the IMDSv1 document, followed in the
     /// buffer by the IMDSv2 one, `extra` bytes long.
@@ -83,16 +84,44 @@ enum Kind {
     Lazy,
 }
 
-/// One node: offsets into [`MetadataTree::data`] (24 bytes).
+/// One node: offsets into [`MetadataTree::data`] (24 bytes). Its name is
+/// the `name_len` bytes just before its body.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
-    name_start: u32,
+    /// [`path_hash`] of the node's full path; the table is sorted by it.
+    hash: u32,
     body_start: u32,
     body_len: u32,
     extra: u32,
     name_len: u16,
-    count: u16,
+    /// Index of the parent directory; [`NO_PARENT`] for the version root.
+    parent: u16,
     kind: Kind,
+}
+
+/// `Entry::parent` of the version root.
+const NO_PARENT: u16 = u16::MAX;
+
+/// Hash of a tree path, for the lookup table (FxHash's multiply-rotate on
+/// 8-byte words). Not keyed: a guest can only look paths up, and a path
+/// whose hash collides with a node's costs one more name comparison.
+fn path_hash(path: &[u8]) -> u32 {
+    const K: u64 = 0xf135_7aea_2e62_a9c5;
+    let mut h = u64::try_from(path.len()).unwrap_or(u64::MAX);
+    let mut words = path.chunks_exact(8);
+    for word in &mut words {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(word);
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+    }
+    let rest = words.remainder();
+    if !rest.is_empty() {
+        let mut w = [0u8; 8];
+        w[..rest.len()].copy_from_slice(rest);
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+    }
+    // The multiplication carries every input bit into the high half.
+    u32::try_from(h >> 32).unwrap_or_default()
 }
 
 /// One node of a tree, as [`MetadataTree::get`] finds it.
@@ -179,13 +208,13 @@ pub struct RenderInputs<'a> {
 }
 
 /// Immutable, rendered tree of one instance: a request does one
-/// normalisation and a binary search per path segment, no allocation
-/// beyond the response.
+/// normalisation, one hash and one binary search, no allocation beyond the
+/// response.
 #[derive(Clone, Default)]
 pub struct MetadataTree {
     /// Node names, leaf bodies and listings.
     data: Bytes,
-    /// Node 0 is the version root; empty for a tree with no node at all.
+    /// Sorted by `hash`; empty for a tree with no node at all.
     nodes: Box<[Entry]>,
     /// Leaves computed on first request.
     lazy: Box<[Arc<LazyLeaf>]>,
@@ -221,40 +250,48 @@ impl MetadataTree {
     /// The node at `tree_path`, as produced by
     /// [`Route::Tree`](crate::path::Route::Tree) (`""` is the version root).
     pub fn get(&self, tree_path: &str) -> Option<Node<'_>> {
-        let mut entry = self.nodes.first()?;
-        if !tree_path.is_empty() {
-            for segment in tree_path.split('/') {
-                if entry.kind != Kind::Dir {
-                    return None;
-                }
-                let first = entry.extra as usize;
-                let children = self.nodes.get(first..first + usize::from(entry.count))?;
-                let i = children.binary_search_by(|c| self.name(c).cmp(segment.as_bytes())).ok()?;
-                entry = children.get(i)?;
-            }
-        }
-        Some(Node { tree: self, entry })
+        let path = tree_path.as_bytes();
+        let hash = path_hash(path);
+        let first = self.nodes.partition_point(|e| e.hash < hash);
+        let candidates = self.nodes.get(first..)?;
+        candidates
+            .iter()
+            .take_while(|e| e.hash == hash)
+            .find(|e| self.is_at(e, path))
+            .map(|entry| Node { tree: self, entry })
     }
 
-    /// Every path that answers 200, directories first (tests, crawls).
-    pub fn paths(&self) -> impl Iterator<Item = String> + '_ {
-        let mut out = Vec::with_capacity(self.nodes.len());
-        if !self.nodes.is_empty() {
-            let mut queue = vec![(String::new(), 0usize)];
-            while let Some((path, i)) = queue.pop() {
-                if let Some(e) = self.nodes.get(i).filter(|e| e.kind == Kind::Dir) {
-                    for c in e.extra as usize..e.extra as usize + usize::from(e.count) {
-                        let Some(child) = self.nodes.get(c) else { continue };
-                        let name = String::from_utf8_lossy(self.name(child));
-                        let child_path =
-                            if path.is_empty() { name.into_owned() } else { format!("{path}/{name}") };
-                        queue.push((child_path, c));
-                    }
-                }
-                out.push(path);
+    /// Whether `e`'s full path is `path`: its name ends `path`, its
+    /// parent's ends what is left before the `/`, up to the root.
+    fn is_at<'t>(&'t self, mut e: &'t Entry, mut path: &[u8]) -> bool {
+        loop {
+            let Some(rest) = path.strip_suffix(self.name(e)) else { return false };
+            let Some(parent) = self.nodes.get(usize::from(e.parent)) else {
+                // The root: nothing may be left.
+                return e.parent == NO_PARENT && rest.is_empty();
+            };
+            if parent.parent == NO_PARENT {
+                // A child of the root: its name is the whole path.
+                return rest.is_empty();
             }
+            let Some(rest) = rest.strip_suffix(b"/") else { return false };
+            path = rest;
+            e = parent;
         }
-        out.into_iter()
+    }
+
+    /// Every path that answers 200, in no particular order (tests, crawls).
+    pub fn paths(&self) -> impl Iterator<Item = String> + '_ {
+        self.nodes.iter().map(|e| {
+            let mut names = Vec::new();
+            let mut at = e;
+            while let Some(parent) = self.nodes.get(usize::from(at.parent)) {
+                names.push(String::from_utf8_lossy(self.name(at)));
+                at = parent;
+            }
+            names.reverse();
+            names.join("/")
+        })
     }
 
     /// Number of nodes, directories included.
@@ -274,8 +311,8 @@ impl MetadataTree {
     }
 
     fn name(&self, e: &Entry) -> &[u8] {
-        let start = e.name_start as usize;
-        self.data.get(start..start + usize::from(e.name_len)).unwrap_or_default()
+        let end = e.body_start as usize;
+        self.data.get(end.saturating_sub(usize::from(e.name_len))..end).unwrap_or_default()
     }
 
     fn slice(&self, start: usize, len: u32) -> Option<Bytes> {
@@ -421,7 +458,21 @@ impl TreeBuilder {
     }
 }
 
-/// Lays out the nodes breadth first, each directory's children contiguous.
+/// A node before packing.
+struct Draft {
+    path: String,
+    parent: u16,
+    kind: Kind,
+    /// Listing, leaf body, or IMDSv1 document.
+    body: Bytes,
+    /// IMDSv2 document of a role node.
+    body2: Bytes,
+    /// See [`Entry`]: content type or lazy index.
+    extra: u32,
+}
+
+/// Lists every directory (breadth first) and packs the nodes into one
+/// buffer and a table sorted by path hash.
 fn pack(
     mut leaves: BTreeMap<String, Pending>,
     mut children: BTreeMap<String, BTreeSet<(String, bool)>>,
@@ -431,98 +482,113 @@ fn pack(
     if leaves.is_empty() {
         return Some(MetadataTree::default());
     }
-    let size: usize = leaves
-        .iter()
-        .map(|(p, n)| {
-            p.len()
-                + match n {
-                    Pending::Leaf { body, .. } => body.len(),
-                    Pending::Role { imdsv1, imdsv2 } => imdsv1.len() + imdsv2.len(),
-                    Pending::Lazy(_) => 0,
-                }
-        })
-        .sum();
-    let mut data: Vec<u8> = Vec::with_capacity(size * 5 / 4);
-    let mut nodes: Vec<Entry> = Vec::with_capacity(leaves.len() + children.len());
+    let mut drafts: Vec<Draft> = Vec::with_capacity(leaves.len() + children.len());
     let mut lazy = Vec::new();
     let mut types: Vec<&'static str> = Vec::new();
     let u32_of = |n: usize| u32::try_from(n).ok();
-    let empty =
-        Entry { name_start: 0, body_start: 0, body_len: 0, extra: 0, name_len: 0, count: 0, kind: Kind::Dir };
-    nodes.push(empty);
-    let mut queue: VecDeque<(String, usize)> = VecDeque::from([(String::new(), 0)]);
-    while let Some((dir, at)) = queue.pop_front() {
-        let entries = children.remove(&dir).unwrap_or_default();
-
+    let dir = |path: String, parent: u16| Draft {
+        path,
+        parent,
+        kind: Kind::Dir,
+        body: Bytes::new(),
+        body2: Bytes::new(),
+        extra: 0,
+    };
+    drafts.push(dir(String::new(), NO_PARENT));
+    let mut at = 0;
+    while let Some(draft) = drafts.get(at) {
+        if draft.kind != Kind::Dir {
+            at += 1;
+            continue;
+        }
+        let entries = children.remove(&draft.path).unwrap_or_default();
         let mut listed: Vec<&(String, bool)> = entries.iter().collect();
         listed.sort_by(|(a, _), (b, _)| {
             let rank = |p: &str| ranks.get(p).copied().unwrap_or(0);
             (rank(a), name_of(a)).cmp(&(rank(b), name_of(b)))
         });
-        let listing_start = data.len();
+        let mut listing = Vec::new();
         for (i, (child, is_dir)) in listed.into_iter().enumerate() {
             if i > 0 {
-                data.push(b'\n');
+                listing.push(b'\n');
             }
             match labels.get(child) {
-                Some(label) => data.extend_from_slice(label.as_bytes()),
+                Some(label) => listing.extend_from_slice(label.as_bytes()),
                 None => {
-                    data.extend_from_slice(name_of(child).as_bytes());
+                    listing.extend_from_slice(name_of(child).as_bytes());
                     if *is_dir {
-                        data.push(b'/');
+                        listing.push(b'/');
                     }
                 }
             }
         }
-        let first = nodes.len();
-        let dir_entry = nodes.get_mut(at)?;
-        dir_entry.body_start = u32_of(listing_start)?;
-        dir_entry.body_len = u32_of(data.len() - listing_start)?;
-        dir_entry.extra = u32_of(first)?;
-        dir_entry.count = u16::try_from(entries.len()).ok()?;
-
+        drafts.get_mut(at)?.body = Bytes::from(listing);
+        let parent = u16::try_from(at).ok().filter(|p| *p != NO_PARENT)?;
         for (child, is_dir) in entries {
-            let name = name_of(&child);
-            let mut e =
-                Entry { name_start: u32_of(data.len())?, name_len: u16::try_from(name.len()).ok()?, ..empty };
-            data.extend_from_slice(name.as_bytes());
             if is_dir {
-                queue.push_back((child, nodes.len()));
-            } else {
-                let body_start = data.len();
-                e.body_start = u32_of(body_start)?;
-                match leaves.remove(&child)? {
-                    Pending::Leaf { body, content_type } => {
-                        e.kind = Kind::Leaf;
-                        data.extend_from_slice(&body);
-                        if content_type != TEXT_PLAIN {
-                            let i = match types.iter().position(|t| *t == content_type) {
-                                Some(i) => i,
-                                None => {
-                                    types.push(content_type);
-                                    types.len() - 1
-                                }
-                            };
-                            e.extra = u32_of(i + 1)?;
-                        }
-                        e.body_len = u32_of(body.len())?;
-                    }
-                    Pending::Role { imdsv1, imdsv2 } => {
-                        e.kind = Kind::Role;
-                        data.extend_from_slice(&imdsv1);
-                        data.extend_from_slice(&imdsv2);
-                        e.body_len = u32_of(imdsv1.len())?;
-                        e.extra = u32_of(imdsv2.len())?;
-                    }
-                    Pending::Lazy(leaf) => {
-                        e.kind = Kind::Lazy;
-                        e.extra = u32_of(lazy.len())?;
-                        lazy.push(leaf);
+                drafts.push(dir(child, parent));
+                continue;
+            }
+            let mut d = Draft { kind: Kind::Leaf, ..dir(String::new(), parent) };
+            match leaves.remove(&child)? {
+                Pending::Leaf { body, content_type } => {
+                    d.body = body;
+                    if content_type != TEXT_PLAIN {
+                        let i = match types.iter().position(|t| *t == content_type) {
+                            Some(i) => i,
+                            None => {
+                                types.push(content_type);
+                                types.len() - 1
+                            }
+                        };
+                        d.extra = u32_of(i + 1)?;
                     }
                 }
+                Pending::Role { imdsv1, imdsv2 } => {
+                    d.kind = Kind::Role;
+                    d.extra = u32_of(imdsv2.len())?;
+                    (d.body, d.body2) = (imdsv1, imdsv2);
+                }
+                Pending::Lazy(leaf) => {
+                    d.kind = Kind::Lazy;
+                    d.extra = u32_of(lazy.len())?;
+                    lazy.push(leaf);
+                }
             }
-            nodes.push(e);
+            d.path = child;
+            drafts.push(d);
         }
+        at += 1;
+    }
+
+    // Sorted by hash; parents renumbered to their new places.
+    let hashes: Vec<u32> = drafts.iter().map(|d| path_hash(d.path.as_bytes())).collect();
+    let mut order: Vec<usize> = (0..drafts.len()).collect();
+    order.sort_by_key(|&i| hashes.get(i).copied());
+    let mut place = vec![0u16; drafts.len()];
+    for (new, &old) in order.iter().enumerate() {
+        *place.get_mut(old)? = u16::try_from(new).ok()?;
+    }
+    let size: usize = drafts.iter().map(|d| name_of(&d.path).len() + d.body.len() + d.body2.len()).sum();
+    let mut data: Vec<u8> = Vec::with_capacity(size);
+    let mut nodes: Vec<Entry> = Vec::with_capacity(drafts.len());
+    for &old in &order {
+        let d = drafts.get(old)?;
+        let name = name_of(&d.path);
+        data.extend_from_slice(name.as_bytes());
+        let body_start = data.len();
+        data.extend_from_slice(&d.body);
+        data.extend_from_slice(&d.body2);
+        let parent = if d.parent == NO_PARENT { NO_PARENT } else { *place.get(usize::from(d.parent))? };
+        nodes.push(Entry {
+            hash: *hashes.get(old)?,
+            body_start: u32_of(body_start)?,
+            body_len: u32_of(d.body.len())?,
+            extra: d.extra,
+            name_len: u16::try_from(name.len()).ok()?,
+            parent,
+            kind: d.kind,
+        });
     }
     u32_of(data.len())?;
     Some(MetadataTree {
