@@ -223,7 +223,8 @@ fn classify(path: &str) -> Kind {
         Some((version, rest)) => (version, rest),
         None => (path, ""),
     };
-    if !VERSIONS.contains(&version) {
+    // `latest` is what nearly every request names, and the last entry.
+    if version != LATEST && !VERSIONS.contains(&version) {
         return Kind::NotFound;
     }
     if rest == TOKEN_SEGMENTS {
