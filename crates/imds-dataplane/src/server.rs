@@ -64,9 +64,11 @@ pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
-/// Connections accepted per wake-up of the accept loop before it lets the
-/// connection tasks run (a connection storm must not starve them).
-const ACCEPT_BATCH: usize = 64;
+/// Connections accepted by hand after each `accept().await` before the
+/// accept loop lets the connection tasks run: during a connection storm the
+/// listener is always ready, and without yielding the loop would hold the
+/// worker for thousands of accepts (tens of milliseconds).
+const ACCEPT_BATCH: usize = 16;
 
 /// Serves `listener` until `shutdown` turns true; then stops accepting and
 /// lets open connections finish their current request.
@@ -110,6 +112,7 @@ pub async fn serve(
                 }
             }
         }
+        tokio::task::yield_now().await;
     }
 }
 
