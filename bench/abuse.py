@@ -16,7 +16,9 @@ to the server CPU. `bench/rust` `abuse` clients bind those source addresses:
 
 Reports the flooder's 200s, 429s and refused connections, the steady
 client's success rate (must be 100%) and p99 quiet vs abuse (target <= 2x),
-and imdsd's RSS before, at peak and after. Loopback only; every phase ends
+imdsd's RSS before, at peak and after, and the CPU time imdsd spent in
+each phase (user + system: what the flood cost it, however busy the
+machine was otherwise). Loopback only; every phase ends
 by itself.
 
     python3 bench/abuse.py [--seconds 10] [--rate 200] [--idle 3000] [--flood-conns 32]
@@ -86,7 +88,9 @@ def main() -> None:
         rss_before = srv.rss_kib()
 
         lib.log("quiet phase")
+        cpu0 = lib.cpu_ticks(srv.pid)
         quiet = result(client(tools, "steady", target, STEADY[1], steady_args), a.seconds + 30)
+        cpu_quiet = (lib.cpu_ticks(srv.pid) - cpu0) / lib.CLK_TCK
 
         lib.log("abuse phase")
         peak = [rss_before]
@@ -100,6 +104,7 @@ def main() -> None:
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         flood_secs = a.seconds + 4
+        cpu0 = lib.cpu_ticks(srv.pid)
         flooder = client(tools, "flood", target, FLOODER[1],
                          ["--seconds", str(flood_secs), "--idle", str(a.idle), "--flood-conns",
                           str(a.flood_conns), "--max-connects", str(a.max_connects)], nice=19)
@@ -107,6 +112,7 @@ def main() -> None:
         steady = client(tools, "steady", target, STEADY[1], steady_args)
         loaded = result(steady, a.seconds + 30)
         flood = result(flooder, flood_secs + 30)
+        cpu_abuse = (lib.cpu_ticks(srv.pid) - cpu0) / lib.CLK_TCK
         stop.set()
         sampler.join()
         time.sleep(3)
@@ -138,11 +144,16 @@ def main() -> None:
           f"p99 abuse/quiet {ratio:.2f}x (target <= 2x: {'meets' if ratio <= 2 else 'MISSES'})")
     print(f"imdsd RSS: before {rss_before / 1024:.1f} MiB, peak {max(peak) / 1024:.1f} MiB, "
           f"after {rss_after / 1024:.1f} MiB")
+    # CPU the server spent (user + system), whatever share of its CPU the
+    # other work on the machine left it: what the flood cost imdsd.
+    print(f"imdsd CPU: quiet phase {cpu_quiet:.2f} s, abuse phase {cpu_abuse:.2f} s "
+          f"(flood of {flood_secs:g} s)")
     refused = counter(metrics, "imds_connections_refused_total")
     throttled = counter(metrics, "imds_requests_throttled_total")
     print(f"imdsd metrics: connections refused {refused}, throttled {throttled}")
     path = lib.save_results("abuse", {"machine": note, "args": vars(a), "quiet": quiet, "abuse": loaded,
-                                      "flood": flood, "rss_kib": {"before": rss_before, "peak": max(peak),
+                                      "flood": flood, "cpu_s": {"quiet": cpu_quiet, "abuse": cpu_abuse},
+                                      "rss_kib": {"before": rss_before, "peak": max(peak),
                                                                   "after": rss_after},
                                       "metrics": {"refused": refused, "throttled": throttled}})
     print(f"raw results: {path.relative_to(lib.REPO)}")
