@@ -630,3 +630,47 @@ fn redb_serve_killed_mid_write_keeps_every_acknowledged_write() {
         acknowledged.len()
     );
 }
+
+/// `aws ec2 describe-instances` at `control` signed with the role set in
+/// the IMDS document `doc`; the AWS CLI's stderr.
+fn describe_as_role(control: SocketAddr, doc: &serde_json::Value) -> String {
+    let field = |k: &str| doc[k].as_str().unwrap_or_default().to_owned();
+    let out = std::process::Command::new("aws")
+        .args(["--endpoint-url", &format!("http://{control}"), "--region", "us-east-1", "--output", "json"])
+        .args(["ec2", "describe-instances"])
+        .env("AWS_ACCESS_KEY_ID", field("AccessKeyId"))
+        .env("AWS_SECRET_ACCESS_KEY", field("SecretAccessKey"))
+        .env("AWS_SESSION_TOKEN", field("Token"))
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .output()
+        .expect("the AWS CLI (aws) must be installed");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn role_credentials_an_agent_serves_authenticate_at_the_control_process() {
+    // Two processes, one store: the agent mints, the control process
+    // verifies; they agree on the minting key through etcd.
+    let mut f = Fleet::start(&[H1]);
+    let ec2 = f.ec2();
+    let control = f.control.control().unwrap();
+    let ip = "127.0.0.61";
+    let mut params = launch_params(ip);
+    params.extend([("Placement.HostId", H1), ("IamInstanceProfile.Name", "fleet-role")]);
+    let id = ec2.ok("RunInstances", &params).unwrap().text("instanceId").unwrap();
+    wait_applied(&ec2, &[&id]);
+    let data = f.data(H1);
+    let (status, body) = get(ip, data, "/latest/meta-data/iam/security-credentials/fleet-role");
+    assert_eq!(status, 200, "{body}");
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    // Authenticated: the role has no policy at the control plane, so the
+    // call is denied by authorisation, not refused as unknown.
+    let err = describe_as_role(control, &doc);
+    assert!(err.contains("UnauthorizedOperation"), "{err}");
+    let mut forged = doc.clone();
+    forged["Token"] = serde_json::Value::String(format!("{}x", doc["Token"].as_str().unwrap_or_default()));
+    let err = describe_as_role(control, &forged);
+    assert!(err.contains("AuthFailure"), "{err}");
+}
