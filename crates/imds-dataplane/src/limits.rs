@@ -94,35 +94,22 @@ impl InstanceAdmission {
     /// How long a connection that was just answered 429 stays unread: until
     /// its own turn, one request interval after the turn handed out before
     /// it (or after now), at most [`MAX_THROTTLE_PAUSE`] or one interval.
+    ///
+    /// Only a connection that was answered 429 waits: a new connection's
+    /// first request is read at once and gets its 200 or 429 without delay
+    /// (data-plane.md §10: over the limit, a 429).
     pub fn throttle_pause(&self) -> Duration {
-        self.take_turn(true)
-    }
-
-    /// How long a new connection waits before its first request is read:
-    /// nothing unless the instance is being throttled right now (its turns
-    /// reach into the future), else its own turn like a throttled one.
-    pub fn connection_pause(&self) -> Duration {
-        self.take_turn(false)
-    }
-
-    fn take_turn(&self, throttled: bool) -> Duration {
         let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let interval = self.interval_nanos.load(Ordering::Relaxed);
         // At very low rates one interval is the shortest useful pause.
         let cap = u64::try_from(MAX_THROTTLE_PAUSE.as_nanos()).unwrap_or(u64::MAX).max(interval);
-        let mut turn = 0;
-        let taken = self.next_turn.fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| {
-            if !throttled && last <= now {
-                return None;
-            }
+        let mut turn = now;
+        let _ = self.next_turn.fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| {
             // Turns never pile up further ahead than the longest pause.
             turn = last.max(now).saturating_add(interval).min(now.saturating_add(cap));
             Some(turn)
         });
-        match taken {
-            Ok(_) => Duration::from_nanos(turn.saturating_sub(now)),
-            Err(_) => Duration::ZERO,
-        }
+        Duration::from_nanos(turn.saturating_sub(now))
     }
 }
 
@@ -262,8 +249,6 @@ mod tests {
     fn throttled_connections_get_turns_one_interval_apart() {
         let l = Limits { requests_per_second: NonZeroU32::new(100).unwrap(), ..Limits::default() };
         let a = InstanceAdmission::new(&l);
-        // Not throttled: a new connection starts at once.
-        assert_eq!(a.connection_pause(), Duration::ZERO);
         let first = a.throttle_pause();
         let second = a.throttle_pause();
         let third = a.throttle_pause();
@@ -271,8 +256,6 @@ mod tests {
         assert!(first <= Duration::from_millis(10), "{first:?}");
         assert!(second > first && third > second, "{first:?} {second:?} {third:?}");
         assert!(third >= Duration::from_millis(20), "{third:?}");
-        // While turns reach into the future, new connections queue too.
-        assert!(a.connection_pause() > third);
         // However many connections are throttled, none waits longer than the cap.
         let longest = (0..1_000).map(|_| a.throttle_pause()).max().unwrap();
         assert!(longest <= MAX_THROTTLE_PAUSE, "{longest:?}");

@@ -290,9 +290,6 @@ async fn serve_connection(
         last_head: AtomicU64::new(0),
         resume_at: AtomicU64::new(0),
     });
-    // A new connection of an instance being throttled waits for its turn
-    // too, or opening connections would be the way around the pause.
-    clock.pause(admission.connection_pause());
     let conn_info = ConnInfo { peer, via_ipv6, hop_limit };
     let service_clock = Arc::clone(&clock);
     // `handle` is synchronous, so the answer is ready when the head is:
