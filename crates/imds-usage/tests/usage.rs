@@ -610,15 +610,18 @@ mod property {
     }
 }
 
-/// A memory store that counts transactions and the keys they write.
-#[derive(Default)]
+/// A store that counts transactions and the keys they write.
 struct Counting {
-    inner: MemoryStore,
+    inner: Arc<dyn Store>,
     txns: std::sync::atomic::AtomicUsize,
     writes: std::sync::atomic::AtomicUsize,
 }
 
 impl Counting {
+    fn over(inner: Arc<dyn Store>) -> Self {
+        Self { inner, txns: Default::default(), writes: Default::default() }
+    }
+
     /// (transactions, written keys) since the last call.
     fn take(&self) -> (usize, usize) {
         (self.txns.swap(0, Ordering::SeqCst), self.writes.swap(0, Ordering::SeqCst))
@@ -659,8 +662,18 @@ fn fleet(ids: Vec<InstanceId>) -> (Arc<std::sync::Mutex<Vec<InstanceId>>>, impl 
 
 #[tokio::test]
 async fn an_idle_fleet_costs_one_small_write_per_minute_not_per_instance() {
+    idle_fleet(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test]
+async fn an_idle_fleet_on_redb_costs_one_small_write_per_minute_not_per_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    idle_fleet(Arc::new(RedbStore::open(&dir.path().join("usage.redb")).unwrap())).await;
+}
+
+async fn idle_fleet(inner: Arc<dyn Store>) {
     const FLEET: usize = 10_000;
-    let counting = Arc::new(Counting::default());
+    let counting = Arc::new(Counting::over(inner));
     let store: Arc<dyn Store> = counting.clone();
     let clock = ManualClock::new(T0 * 1000);
     let ids: Vec<InstanceId> = (0..FLEET as u64).map(|n| instance(0x1000 + n)).collect();
