@@ -668,7 +668,7 @@ async fn an_idle_fleet_costs_one_small_write_per_minute_not_per_instance() {
 #[tokio::test]
 async fn an_idle_fleet_on_redb_costs_one_small_write_per_minute_not_per_instance() {
     let dir = tempfile::tempdir().unwrap();
-    idle_fleet(Arc::new(RedbStore::open(&dir.path().join("usage.redb")).unwrap())).await;
+    idle_fleet(Arc::new(RedbStore::open(dir.path().join("usage.redb")).unwrap())).await;
 }
 
 async fn idle_fleet(inner: Arc<dyn Store>) {
