@@ -318,7 +318,14 @@ async fn serve_connection(
     let mut builder = http1::Builder::new();
     // hyper's own header timeout allocates and arms a timer for every
     // request; the watchdog below checks the same deadline lazily instead.
-    builder.header_read_timeout(None).max_buf_size(limits.max_header_bytes.max(8192)).keep_alive(true);
+    // Bodies are small (a token, a value, a JSON document): copying one
+    // into the head's buffer and writing once is cheaper than queueing it
+    // for a vectored write.
+    builder
+        .header_read_timeout(None)
+        .writev(false)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .keep_alive(true);
     let io = Paced { inner: stream, clock: Arc::clone(&clock), sleep: None };
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
