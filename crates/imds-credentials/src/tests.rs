@@ -392,11 +392,13 @@ mod minted_provider {
         let records: Vec<InstanceRecord> = (0..100_000u32)
             .map(|i| with_role(instance(&format!("i-{:017x}", 0x1000_0000_0000_u64 + u64::from(i))), "web"))
             .collect();
+        let rss_before = rss_bytes();
         let started = Instant::now();
         for r in &records {
             std::hint::black_box(m.track(r));
         }
         let tracked = started.elapsed();
+        let rss_per_run = rss_bytes().saturating_sub(rss_before) / 100_000;
         let started = Instant::now();
         for r in &records {
             std::hint::black_box(m.current(&r.instance_id));
@@ -406,9 +408,17 @@ mod minted_provider {
         m.run_once().await;
         let pass = started.elapsed();
         println!(
-            "track 100k: {tracked:?} ({} µs each); current 100k: {current:?}; idle pass over 100k: {pass:?}",
+            "track 100k: {tracked:?} ({} µs each); current 100k: {current:?}; idle pass over 100k: {pass:?}; \
+             manager RSS growth {rss_per_run} bytes per run",
             tracked.as_micros() / 100_000
         );
+    }
+
+    /// Resident set size of this process (Linux).
+    fn rss_bytes() -> u64 {
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+        let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+        pages * 4096
     }
 }
 
