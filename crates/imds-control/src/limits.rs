@@ -140,6 +140,12 @@ impl Rate {
         {
             return;
         }
+        self.retain();
+    }
+
+    /// Drops the buckets that are full again (they hold no state a fresh
+    /// bucket would not).
+    fn retain(&self) {
         if let Some(k) = &self.keys {
             k.retain_recent();
             k.shrink_to_fit();
@@ -274,6 +280,22 @@ mod tests {
         assert_eq!(h.admit(None, Some(ip)), Ok(()));
         assert_eq!(h.admit(None, Some(ip)), Err(Bucket::Source));
         assert_eq!(h.admit(None, Some(IpAddr::from([192, 0, 2, 2]))), Ok(()));
+    }
+
+    #[test]
+    fn refilled_buckets_are_dropped() {
+        // A bucket of 1 refilling in a microsecond: full again at once.
+        let rate = Rate::new(small(1_000_000.0, 1).quota());
+        let keys = rate.keys.as_ref().map(|k| {
+            for n in 0..1000 {
+                let _ = k.check_key(&format!("AKIA{n:016}"));
+            }
+            k.len()
+        });
+        assert_eq!(keys, Some(1000));
+        std::thread::sleep(Duration::from_millis(20));
+        rate.retain();
+        assert_eq!(rate.keys.as_ref().map(|k| k.len()), Some(0));
     }
 
     #[test]
