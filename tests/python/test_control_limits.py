@@ -3,7 +3,8 @@ requests_per_second / burst / request_timeout_secs /
 header_read_timeout_secs), as the AWS CLI, boto3 and a raw TCP client see
 them: EC2 answers an empty bucket with RequestLimitExceeded (503),
 Lightsail with ThrottlingException (400); buckets are per access key;
-they refill; botocore's retries get through; a SIGHUP that raises the
+they refill; botocore's retries (standard mode, and boto3 as shipped)
+get through; a SIGHUP that raises the
 limit takes effect; a slow request head is disconnected and a body that
 never completes is cut off with a 503.
 
@@ -193,3 +194,40 @@ def test_sighup_raising_the_limit_takes_effect(imdsd):
                       "imdsd applies the reloaded control-plane limits", timeout=30)
     for _ in range(20):
         ec2.describe_instances()
+
+
+def test_default_boto3_retries_get_through(aws_home):
+    """boto3 as shipped (legacy retry mode, 5 attempts, no Config): its
+    retries of RequestLimitExceeded outlast a half-second refill."""
+    import boto3
+    import botocore.session
+
+    key = KEYS["retry"]
+    text = (f"[control]\nrequests_per_second = 2\nburst = 1\n"
+            f"[[control.credentials]]\naccess_key_id = \"{key.access_key_id}\"\n"
+            f"secret_access_key = \"{key.secret_access_key}\"\n")
+    with start_imdsd(text, demo=False) as server:
+        core = botocore.session.Session()
+        core.set_config_variable("config_file", os.devnull)
+        core.set_config_variable("credentials_file", os.devnull)
+        default = boto3.session.Session(
+            aws_access_key_id=key.access_key_id, aws_secret_access_key=key.secret_access_key,
+            region_name="us-east-1", botocore_session=core,
+        ).client("ec2", endpoint_url=server.control)
+        once = awsctl.boto3_client(server, "ec2", key)
+        series = 'imds_control_throttled_total{api="ec2",bucket="credential"}'
+        # Drain the bucket of 1, then call at once: the first attempt is
+        # refused, a retry gets the refilled token.
+        before = server.metric(series)
+        refused_at = None
+        for _ in range(5):
+            try:
+                once.describe_instances()
+            except botocore.exceptions.ClientError:
+                refused_at = time.monotonic()
+                break
+        assert refused_at is not None
+        gap = time.monotonic() - refused_at
+        default.describe_instances()
+        if gap < 0.3:  # the first attempt came well before the refill
+            assert server.metric(series) - before >= 2, "the default client was refused, then retried"
