@@ -35,9 +35,10 @@
 //! # Why some of this is written by hand
 //!
 //! Minting is HMAC and AES-GCM from `aws-lc-rs` over a small hand-written
-//! claims encoding; no crate mints AWS-shaped keys. STS calls go through `aws-sdk-sts` with its retries
-//! disabled, so that one backoff policy (the manager's, on the injected
-//! clock) governs retries.
+//! claims encoding (a fixed binary layout, so that every process derives
+//! byte-identical sets); no crate mints AWS-shaped keys. STS calls go
+//! through `aws-sdk-sts` with its retries disabled, so that one backoff
+//! policy (the manager's, on the injected clock) governs retries.
 
 mod config;
 mod manager;
