@@ -56,8 +56,8 @@ pub enum ProviderConfig {
     },
     /// Fixed keys from the config file. The IMDSv1 and IMDSv2 sets are the
     /// *same* keys (nothing can tell the two deliveries apart), and they are
-    /// not recorded as minted, so `imdsd`'s control plane does not accept
-    /// them unless it knows them otherwise.
+    /// not minted (no session token of ours), so `imdsd`'s control plane
+    /// does not accept them unless it knows them otherwise.
     Static {
         /// Served as `AccessKeyId`.
         access_key_id: String,

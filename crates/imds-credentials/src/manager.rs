@@ -401,7 +401,8 @@ impl RunContext {
     }
 }
 
-/// One tracked instance run: about 60 bytes besides its id.
+/// One tracked instance run: 48 bytes besides its id (about 130 bytes of
+/// RSS per run with the map and the id, measured by the `track_100k` test).
 struct Tracked {
     incarnation: u64,
     context: Arc<RunContext>,
