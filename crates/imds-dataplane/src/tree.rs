@@ -12,9 +12,9 @@
 //!
 //! Layout (why: a fleet of 100,000 instances keeps 100,000 of these, so a
 //! tree is a few allocations, not one per path): every node name, leaf body
-//! and listing lives in one buffer; nodes are one boxed slice of 24-byte
+//! and listing lives in one buffer; nodes are one boxed slice of 20-byte
 //! entries holding offsets into it and their parent's index, sorted by a
-//! hash of their full path. A lookup finds the hash by binary search and
+//! hash of their full path (the hashes in a slice of their own). A lookup finds the hash by binary search and
 //! checks the path by walking up the parents (no path is stored whole:
 //! per-instance paths such as a MAC's 20 keys would cost kilobytes).
 //!
@@ -84,12 +84,11 @@ enum Kind {
     Lazy,
 }
 
-/// One node: offsets into [`MetadataTree::data`] (24 bytes). Its name is
-/// the `name_len` bytes just before its body.
+/// One node: offsets into [`MetadataTree::data`] (20 bytes, plus its
+/// 4-byte hash in [`MetadataTree::hashes`]). Its name is the `name_len`
+/// bytes just before its body.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
-    /// [`path_hash`] of the node's full path; the table is sorted by it.
-    hash: u32,
     body_start: u32,
     body_len: u32,
     extra: u32,
@@ -214,7 +213,10 @@ pub struct RenderInputs<'a> {
 pub struct MetadataTree {
     /// Node names, leaf bodies and listings.
     data: Bytes,
-    /// Sorted by `hash`; empty for a tree with no node at all.
+    /// [`path_hash`] of each node's full path, ascending. Kept apart from
+    /// the nodes so the binary search reads a few cache lines, not all.
+    hashes: Box<[u32]>,
+    /// The nodes, in the order of `hashes`; empty for a tree with no node.
     nodes: Box<[Entry]>,
     /// Leaves computed on first request.
     lazy: Box<[Arc<LazyLeaf>]>,
@@ -252,11 +254,11 @@ impl MetadataTree {
     pub fn get(&self, tree_path: &str) -> Option<Node<'_>> {
         let path = tree_path.as_bytes();
         let hash = path_hash(path);
-        let first = self.nodes.partition_point(|e| e.hash < hash);
-        let candidates = self.nodes.get(first..)?;
-        candidates
+        let first = self.hashes.partition_point(|h| *h < hash);
+        let same = self.hashes.get(first..)?.iter().take_while(|h| **h == hash).count();
+        self.nodes
+            .get(first..first + same)?
             .iter()
-            .take_while(|e| e.hash == hash)
             .find(|e| self.is_at(e, path))
             .map(|entry| Node { tree: self, entry })
     }
@@ -307,7 +309,9 @@ impl MetadataTree {
     /// Bytes this tree keeps on the heap (buffer and node table; lazy
     /// leaves not counted), for memory accounting in tests and benches.
     pub fn heap_bytes(&self) -> usize {
-        self.data.len() + std::mem::size_of_val::<[Entry]>(&self.nodes)
+        self.data.len()
+            + std::mem::size_of_val::<[Entry]>(&self.nodes)
+            + std::mem::size_of_val::<[u32]>(&self.hashes)
     }
 
     fn name(&self, e: &Entry) -> &[u8] {
@@ -562,6 +566,9 @@ fn pack(
     }
 
     // Sorted by hash; parents renumbered to their new places.
+    if drafts.len() >= usize::from(NO_PARENT) {
+        return None;
+    }
     let hashes: Vec<u32> = drafts.iter().map(|d| path_hash(d.path.as_bytes())).collect();
     let mut order: Vec<usize> = (0..drafts.len()).collect();
     order.sort_by_key(|&i| hashes.get(i).copied());
@@ -572,6 +579,7 @@ fn pack(
     let size: usize = drafts.iter().map(|d| name_of(&d.path).len() + d.body.len() + d.body2.len()).sum();
     let mut data: Vec<u8> = Vec::with_capacity(size);
     let mut nodes: Vec<Entry> = Vec::with_capacity(drafts.len());
+    let mut sorted_hashes: Vec<u32> = Vec::with_capacity(drafts.len());
     for &old in &order {
         let d = drafts.get(old)?;
         let name = name_of(&d.path);
@@ -580,8 +588,8 @@ fn pack(
         data.extend_from_slice(&d.body);
         data.extend_from_slice(&d.body2);
         let parent = if d.parent == NO_PARENT { NO_PARENT } else { *place.get(usize::from(d.parent))? };
+        sorted_hashes.push(*hashes.get(old)?);
         nodes.push(Entry {
-            hash: *hashes.get(old)?,
             body_start: u32_of(body_start)?,
             body_len: u32_of(d.body.len())?,
             extra: d.extra,
@@ -595,6 +603,7 @@ fn pack(
         // A boxed slice holds no spare capacity, and its `Bytes` gets one
         // shared header at the first request, not one per body.
         data: Bytes::from(data.into_boxed_slice()),
+        hashes: sorted_hashes.into_boxed_slice(),
         nodes: nodes.into_boxed_slice(),
         lazy: lazy.into_boxed_slice(),
         types: types.into_boxed_slice(),
