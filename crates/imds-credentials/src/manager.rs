@@ -485,8 +485,31 @@ fn period((lifetime, refresh_before): (u64, u64)) -> u64 {
 /// Issue time of the set in force at `now`: the latest `phase + k × period`
 /// not after `now`.
 fn issued_at(now: u64, period: u64, phase: u64) -> u64 {
-    let since = (now % period + period - phase % period) % period;
-    now - since
+    let period = period.max(1);
+    // In u128: `period` comes from the config and may be near `u64::MAX`.
+    let since = (u128::from(now % period) + u128::from(period - phase % period)) % u128::from(period);
+    // Saturating: only a clock within one period of 1970 could underflow.
+    now.saturating_sub(u64::try_from(since).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod schedule_tests {
+    use super::*;
+
+    #[test]
+    fn issue_times_are_the_latest_phase_point_not_after_now() {
+        for (now, period, phase) in
+            [(100, 7, 3), (1_700_000_000, 18_000, 12_345_678_901), (5, 10, 7), (42, 1, 9)]
+        {
+            let t = issued_at(now, period, phase);
+            assert!(t <= now && now - t < period, "{now} {period} {phase} -> {t}");
+            assert!(t == 0 || t % period == phase % period, "{now} {period} {phase} -> {t}");
+        }
+        // Extremes of the config and of the clock do not overflow.
+        assert_eq!(issued_at(u64::MAX, u64::MAX, u64::MAX - 1), u64::MAX - 1);
+        assert_eq!(issued_at(3, u64::MAX, 10), 0);
+        assert_eq!(period((10, 20)), MIN_MINTED_ROTATION_SECS);
+    }
 }
 
 /// When a fetched set is replaced: `refresh_before` ahead of its expiry, but never
