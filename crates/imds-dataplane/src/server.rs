@@ -34,7 +34,9 @@ use tokio::time::Sleep;
 /// Limits of one data-plane connection.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnLimits {
-    /// Time allowed to send a complete request head (slowloris defence).
+    /// Time allowed to complete a request head after the connection opened
+    /// or after the previous request head: closes slowloris and idle
+    /// keep-alive connections.
     pub header_read_timeout: Duration,
     /// Largest request head accepted, in bytes; larger ones are refused.
     pub max_header_bytes: usize,
