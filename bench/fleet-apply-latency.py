@@ -56,7 +56,12 @@ ETCD = os.environ.get("ETCD_BIN", "/usr/bin/etcd")
 REGION = "us-east-1"
 ACCESS_KEY = "AKIABENCHFLEET000001"
 SECRET_KEY = "benchfleetbenchfleetbenchfleetbenchfleet"
+# No control-plane rate limit: changes and DescribeInstances polls run
+# back to back.
 CONFIG = f"""\
+[control]
+requests_per_second = 0
+
 [[control.credentials]]
 access_key_id = "{ACCESS_KEY}"
 secret_access_key = "{SECRET_KEY}"

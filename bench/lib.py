@@ -47,7 +47,12 @@ max_connections_per_instance = 100000
 max_connections = 200000
 """
 
+# The control plane's per-key rate limit is off: the scale run replays
+# DescribeInstances back to back to measure latency, not the limiter.
 CONTROL_KEY = f"""\
+[control]
+requests_per_second = 0
+
 [[control.credentials]]
 access_key_id = "{ACCESS_KEY}"
 secret_access_key = "{SECRET_KEY}"
