@@ -255,23 +255,6 @@ impl MintingKey {
         self.id
     }
 
-    /// Where in a rotation period `instance_id`'s run starts its sets, in
-    /// `[0, 2^64)`: spreads the fleet's rotations over the period, the same
-    /// in every process and version. Not a secret (anyone may see when sets
-    /// rotate), so a fixed mixing function (FNV-1a, then the SplitMix64
-    /// finaliser) is enough and costs nanoseconds where an HMAC costs a
-    /// microsecond per tracked run.
-    pub(crate) fn phase(instance_id: &InstanceId, incarnation: u64) -> u64 {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in instance_id.as_str().bytes().chain(incarnation.to_be_bytes()) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        h ^ (h >> 31)
-    }
-
     /// The set minted for `spec`; `None` only if sealing failed (it cannot
     /// for the inputs we build, but no request path panics on it).
     pub fn mint(&self, spec: &SetSpec) -> Option<RoleCredentials> {

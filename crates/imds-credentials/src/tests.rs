@@ -136,10 +136,30 @@ mod minted_provider {
     use super::*;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_run_started_now_gets_sets_issued_now_with_their_whole_lifetime() {
+        // As on EC2: LastUpdated is the start of the run, not earlier, and
+        // the first set lasts the full 6 h.
+        let (store, clock) = (memory(), ManualClock::new(T0 * 1000));
+        let (m, _rx) = manager(&store, &clock, CredentialsConfig::default(), quiet()).await;
+        let mut record = with_role(instance("i-1234567890abcdef0"), "app");
+        record.launch_time = T0 - 7;
+        let c = m.track(&record);
+        for set in [v1(&c), v2(&c), c.identity.as_ref().unwrap()] {
+            assert_eq!((set.last_updated, set.expiration), (T0 - 7, T0 - 7 + 21_600), "{set:?}");
+        }
+        // Five hours into the run the next sets are issued.
+        clock.set_millis((T0 - 7 + 18_000) * 1000);
+        let later = m.current(&record.instance_id).unwrap();
+        assert_eq!(v1(&later).last_updated, T0 - 7 + 18_000);
+        assert_ne!(v1(&later).access_key_id, v1(&c).access_key_id);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_independent_sets_with_aws_shapes() {
         let (store, clock) = (memory(), ManualClock::new(T0 * 1000));
         let (m, _rx) = manager(&store, &clock, CredentialsConfig::default(), quiet()).await;
-        let c = m.track(&instance("i-1234567890abcdef0"));
+        let record = instance("i-1234567890abcdef0");
+        let c = m.track(&record);
         let (a, b) = (v1(&c), v2(&c));
         assert_eq!(role(&c).error, None);
         for set in [a, b, c.identity.as_ref().unwrap()] {
@@ -148,9 +168,11 @@ mod minted_provider {
             assert!(set.access_key_id.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()));
             assert_eq!(set.secret_access_key.len(), 40);
             assert!(set.token.starts_with("IQoJb3JpZ2luX2Vj") && set.token.len() > 300);
-            // Issued on the run's schedule: at most one period (5 h) ago,
-            // valid 6 h, so at least the refresh margin (1 h) is left.
+            // Issued on the run's schedule (launch time + k × 5 h): at most
+            // one period ago, valid 6 h, so at least the refresh margin
+            // (1 h) is left.
             assert!(set.last_updated <= T0 && set.last_updated > T0 - 18_000, "{set:?}");
+            assert_eq!(set.last_updated.abs_diff(record.launch_time) % 18_000, 0, "{set:?}");
             assert_eq!(set.expiration, set.last_updated + 21_600);
             assert!(set.expiration - T0 > 3600);
         }
@@ -783,13 +805,15 @@ mod sts_provider {
             m.sts_failures(&r.instance_id).is_some_and(|(a, b)| a >= 1 && b >= 1)
         })
         .await;
-        assert_eq!(m.current(&r.instance_id).unwrap(), good);
+        // (Role sets only: the minted identity set follows its own
+        // schedule and may have rotated while the clock moved.)
+        assert_eq!(role(&m.current(&r.instance_id).unwrap()), role(&good));
         // `track` is synchronous (no future to await): it answers from memory
         // even while refreshes fail.
         let started = Instant::now();
         let again = m.track(&r);
         assert!(started.elapsed() < Duration::from_millis(100), "track took {:?}", started.elapsed());
-        assert_eq!(again, good);
+        assert_eq!(role(&again), role(&good));
 
         // After expiry with the server still down: the error document.
         clock.set_millis((v1(&good).expiration.max(v2(&good).expiration) + 1) * 1000);
