@@ -411,6 +411,45 @@ class Nginx:
                 self.proc.wait()
 
 
+@dataclass
+class BareHyper:
+    """`bench/rust` `bare-hyper`: tokio + hyper answering constant bytes, the
+    floor of any hyper-based server (what imdsd adds shows as imdsd / bare)."""
+
+    binary: Path
+    cpu: int = SERVER_CPU
+    proc: subprocess.Popen | None = None
+    port: int = 0
+    name: str = "bare-hyper"
+
+    def start(self) -> "BareHyper":
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            pinned(self.cpu, [str(self.binary), "--port", str(self.port)]),
+            stdout=subprocess.DEVNULL,
+            preexec_fn=raise_nofile,
+        )
+        for _ in range(500):
+            try:
+                if http_request(f"127.0.0.1:{self.port}", "GET", "/latest/meta-data/instance-id", timeout=1)[0] == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.01)
+        self.stop()
+        raise RuntimeError("bare-hyper did not answer 200")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

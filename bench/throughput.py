@@ -7,6 +7,9 @@ Starts, each pinned to the server CPU (taskset):
   * imdsd with the demo instance only;
   * imdsd with the demo instance plus N instances loaded through the store
     (`--instances N`, default 100000; 0 leaves it out);
+  * bare-hyper (`bench/rust`): tokio + hyper answering the same constant
+    bytes with nothing else, the floor of any hyper server (`--no-bare`
+    leaves it out), so imdsd / bare-hyper shows what imdsd's own work costs;
 then drives them with wrk (one thread, from the other CPU) through three
 workloads (IMDSv2 GET with a token, IMDSv1 GET, token PUT), interleaving the
 servers inside every round and rotating their order between rounds. Every
@@ -40,17 +43,17 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=4.0, help="per wrk run")
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--instances", type=int, default=100_000, help="extra instances in the second imdsd; 0: none")
-    ap.add_argument("--past", type=float, default=330.0,
-                    help="start measuring the loaded imdsd only once it has run this long and is idle again: "
-                         "imds-usage writes coverage for every instance 300 s after start (~45 s of writes at "
-                         "100k), and again every 5 minutes; 0: do not wait")
+    ap.add_argument("--past", type=float, default=0.0,
+                    help="start measuring the loaded imdsd only once it has run this long and is idle again "
+                         "(0: as soon as it is idle)")
+    ap.add_argument("--no-bare", action="store_true", help="leave out the bare tokio + hyper reference")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     a = ap.parse_args()
     lib.need("wrk", "nginx", "taskset")
 
     note = lib.machine_note()
     binary = lib.build_imdsd()
-    tools = lib.build_tools() if a.instances else None
+    tools = lib.build_tools() if a.instances or not a.no_bare else None
     work = lib.workdir("throughput")
     servers: dict[str, object] = {}
     try:
@@ -86,6 +89,11 @@ def main() -> None:
         if big:
             addrs[big.name] = big.data
             tokens[big.name] = lib.imds_token(big.data)
+        if not a.no_bare:
+            bare = lib.BareHyper(tools / "bare-hyper").start()
+            servers[bare.name] = bare
+            addrs[bare.name] = f"127.0.0.1:{bare.port}"
+            tokens[bare.name] = "A" * lib.TOKEN_LEN
         names = list(addrs)
 
         def once(server: str, workload: tuple, seconds: float) -> dict:
@@ -157,8 +165,19 @@ def report(a, note, names, results, rss) -> None:
                              cpu_ratio_min=min(effs), cpu_ratio_max=max(effs), target=target)
             print(f"{w:<10} {s:<14} {rps:>7.0f} {cpu:>5.2f} {eff:>9.0f} {p50:>7.3f} {p99:>7.3f} {errs:>3}  {cols}")
             summary.setdefault(w, {})[s] = entry
-        if len(names) == 3:
-            big = names[2]
+        if "bare-hyper" in names:
+            ratios = [i["rps"] / b["rps"] for i, b in zip(results[w]["imdsd"], results[w]["bare-hyper"])]
+            effs = [i["req_per_cpu_s"] / b["req_per_cpu_s"]
+                    for i, b in zip(results[w]["imdsd"], results[w]["bare-hyper"])]
+            print(f"{'':<10} {'imdsd / bare-hyper':<58}  "
+                  f"{lib.median(ratios):.2f}x [{min(ratios):.2f}..{max(ratios):.2f}]".ljust(24) + " "
+                  + f"{lib.median(effs):.2f}x [{min(effs):.2f}..{max(effs):.2f}]".ljust(22)
+                  + " (1.00: imdsd's own work is free)")
+            summary[w]["imdsd_vs_bare"] = lib.median(ratios)
+            summary[w]["imdsd_vs_bare_cpu"] = lib.median(effs)
+        bigs = [n for n in names if n.startswith("imdsd+")]
+        if bigs:
+            big = bigs[0]
             ratios = [b["rps"] / i["rps"] for b, i in zip(results[w][big], results[w]["imdsd"])]
             effs = [b["req_per_cpu_s"] / i["req_per_cpu_s"] for b, i in zip(results[w][big], results[w]["imdsd"])]
             print(f"{'':<10} {big + ' / imdsd':<58}  "
