@@ -84,6 +84,8 @@ pub struct Agent {
     rendered_at: u64,
     /// Revisions of a sync (instances, events) not yet followed by a watch.
     synced_at: Option<(u64, u64)>,
+    /// Acknowledgements of the last sync, written by [`Agent::run`].
+    unacked: Vec<Ack>,
 }
 
 impl Agent {
@@ -107,11 +109,13 @@ impl Agent {
             signers: HashMap::new(),
             rendered_at: 0,
             synced_at: None,
+            unacked: Vec::new(),
         }
     }
 
     /// Lists the store and brings the data plane in line; returns the
-    /// revision the next watch starts after.
+    /// revision the next watch starts after. The statuses of what it applied
+    /// are written when [`Agent::run`] starts.
     pub async fn sync(&mut self) -> Result<(u64, u64), AgentError> {
         // Raw values are decoded one at a time below (as `list_instances`
         // would, failing the same way): holding every decoded record and
@@ -155,7 +159,10 @@ impl Agent {
             self.forget(&id, &mut changes);
         }
         self.dp.apply(changes);
-        self.ack(acks).await?;
+        // Written by `run` (first thing after a sync): what is served does
+        // not wait for the status writes, which at 100k instances are one
+        // large transaction.
+        self.unacked = acks;
         tracing::info!(instances = self.served.len(), revision, events_revision, "synced with the store");
         self.synced_at = Some((revision, events_revision));
         Ok((revision, events_revision))
@@ -173,6 +180,10 @@ impl Agent {
                     self.cfg.metrics.relists.inc();
                     self.sync().await
                 }
+            };
+            let synced = match synced {
+                Ok(r) => self.ack_synced().await.map(|()| r),
+                Err(e) => Err(e),
             };
             let (revision, events_revision) = match synced {
                 Ok(r) => r,
@@ -525,6 +536,36 @@ impl Agent {
             signer: self.signers.get(&record.placement.region).cloned(),
             now_secs: self.clock.now_secs(),
         })
+    }
+
+    /// Acknowledges what the last sync applied, except the instances whose
+    /// status already names this host and generation: a restart finds most
+    /// of them so, and rewriting them would only move `applied_at_millis`
+    /// (at a write per instance).
+    async fn ack_synced(&mut self) -> Result<(), AgentError> {
+        let mut acks = std::mem::take(&mut self.unacked);
+        if acks.is_empty() {
+            return Ok(());
+        }
+        let acknowledged = self.acknowledged_here().await?;
+        acks.retain(|a| acknowledged.get(&a.id) != Some(&a.generation));
+        self.ack(acks).await
+    }
+
+    /// The generation each instance's stored status says this host serves.
+    /// A status that does not decode is left out (it is acknowledged anew).
+    async fn acknowledged_here(&self) -> Result<HashMap<InstanceId, u64>, AgentError> {
+        let (kvs, _) = self.store.list(records::STATUS_PREFIX).await?;
+        let mut acknowledged = HashMap::with_capacity(kvs.len());
+        for kv in kvs {
+            let Some(id) = records::instance_id_from_key(&kv.key) else { continue };
+            if let Ok(status) = serde_json::from_slice::<InstanceStatus>(&kv.value)
+                && status.host_id == self.cfg.host_id
+            {
+                acknowledged.insert(id, status.observed_generation);
+            }
+        }
+        Ok(acknowledged)
     }
 
     /// Records that this host now serves these generations. Each status is
