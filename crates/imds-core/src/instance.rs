@@ -110,16 +110,16 @@ pub struct NetworkInterface {
     /// `vpc-…`
     pub vpc_id: String,
     /// Private IPv4 addresses, primary first.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "compact_vec::deserialize")]
     pub private_ipv4s: Vec<Ipv4Addr>,
     /// IPv6 addresses.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "compact_vec::deserialize")]
     pub ipv6s: Vec<Ipv6Addr>,
     /// Delegated IPv4 prefixes (`Ipv4Prefix`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "compact_vec::deserialize")]
     pub ipv4_prefixes: Vec<Ipv4Net>,
     /// Delegated IPv6 prefixes (`Ipv6Prefix`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "compact_vec::deserialize")]
     pub ipv6_prefixes: Vec<Ipv6Net>,
     /// Public IPv4 associated with the primary private address, if any.
     #[serde(default)]
@@ -128,16 +128,16 @@ pub struct NetworkInterface {
     #[serde(default)]
     pub subnet_ipv4_cidr: Option<Ipv4Net>,
     /// Subnet IPv6 CIDRs.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "compact_vec::deserialize")]
     pub subnet_ipv6_cidrs: Vec<Ipv6Net>,
     /// VPC IPv4 CIDRs, primary first.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "compact_vec::deserialize")]
     pub vpc_ipv4_cidrs: Vec<Ipv4Net>,
     /// VPC IPv6 CIDRs.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "compact_vec::deserialize")]
     pub vpc_ipv6_cidrs: Vec<Ipv6Net>,
     /// Security groups of this interface.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "compact_vec::deserialize")]
     pub security_groups: Vec<SecurityGroup>,
 }
 
@@ -206,16 +206,17 @@ pub struct InstanceRecord {
     #[serde(default)]
     pub ramdisk_id: Option<String>,
     /// Marketplace product codes.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "compact_vec::deserialize")]
     pub product_codes: Vec<String>,
     /// Billing products (identity document only).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "compact_vec::deserialize")]
     pub billing_products: Vec<String>,
     /// `on-demand`, `spot`, `scheduled`, …
     pub instance_life_cycle: String,
     /// Placement.
     pub placement: Placement,
     /// Interfaces; the one with device index 0 is the primary.
+    #[serde(deserialize_with = "compact_vec::deserialize")]
     pub network_interfaces: Vec<NetworkInterface>,
     /// Key pair.
     #[serde(default)]
@@ -232,7 +233,7 @@ pub struct InstanceRecord {
     /// Metadata options in force.
     pub metadata_options: MetadataOptions,
     /// Block device mapping.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "compact_vec::deserialize")]
     pub block_devices: Vec<BlockDevice>,
     /// Last launch or start, Unix seconds (`pendingTime`).
     pub launch_time: u64,
@@ -381,6 +382,20 @@ pub fn imds_tag_key_error(key: &str) -> String {
     )
 }
 
+/// Lists are decoded with their exact length: serde grows a `Vec` by
+/// doubling (no length hint from JSON), and a record lives as long as its
+/// instance is served, so the spare capacity (3 of 4 interface slots, ~1 KiB
+/// per record) would be held for every instance of the fleet (issue #9).
+mod compact_vec {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+        let mut v = Vec::<T>::deserialize(d)?;
+        v.shrink_to_fit();
+        Ok(v)
+    }
+}
+
 mod opt_base64 {
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD;
@@ -402,6 +417,20 @@ mod opt_base64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decoded_lists_hold_no_spare_capacity() {
+        let id = InstanceId::parse("i-0123456789abcdef0").unwrap();
+        let record = crate::sample::sample_instance(id, Ipv4Addr::new(10, 0, 0, 1), None);
+        let json = serde_json::to_vec(&record).unwrap();
+        let decoded: InstanceRecord = serde_json::from_slice(&json).unwrap();
+        assert_eq!(decoded, record);
+        assert_eq!(decoded.network_interfaces.capacity(), decoded.network_interfaces.len());
+        assert_eq!(decoded.block_devices.capacity(), decoded.block_devices.len());
+        let eni = &decoded.network_interfaces[0];
+        assert_eq!(eni.security_groups.capacity(), eni.security_groups.len());
+        assert_eq!(eni.private_ipv4s.capacity(), eni.private_ipv4s.len());
+    }
 
     #[test]
     fn tag_key_rules() {
