@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 
 /// Why an identifier was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,14 +31,19 @@ pub fn resource_id_from_bytes(prefix: &str, random: [u8; 9]) -> String {
 }
 
 /// An instance identifier, `i-` + 8 or 17 hex digits.
+///
+/// Shared text (`Arc<str>`): an id is cloned into every per-instance map
+/// (agent, data plane, credentials, usage) and snapshot; a clone is a
+/// reference count, not one more allocation per map (issue #9). Equality,
+/// order, hash and `Debug` are those of the text.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct InstanceId(String);
+pub struct InstanceId(Arc<str>);
 
 impl InstanceId {
     /// Validates and wraps an instance id.
     pub fn parse(s: &str) -> Result<Self, MalformedId> {
-        if is_valid_resource_id("i", s) { Ok(Self(s.to_owned())) } else { Err(MalformedId(s.to_owned())) }
+        if is_valid_resource_id("i", s) { Ok(Self(Arc::from(s))) } else { Err(MalformedId(s.to_owned())) }
     }
 
     /// The id as text.
@@ -55,7 +61,7 @@ impl TryFrom<String> for InstanceId {
 
 impl From<InstanceId> for String {
     fn from(id: InstanceId) -> String {
-        id.0
+        id.0.to_string()
     }
 }
 
