@@ -325,14 +325,31 @@ impl Agent {
 
     /// A region's signing keys changed (rotation): reload and re-render.
     async fn on_signer_changes(&mut self, changes: Vec<WatchEvent>) -> Result<(), AgentError> {
-        let regions: Vec<String> = changes
+        let changed: Vec<String> = changes
             .iter()
             .filter_map(|c| c.key().strip_prefix(records::IDENTITY_KEYS_PREFIX).map(str::to_owned))
             .collect();
-        for region in &regions {
-            self.signers.remove(region);
+        let mut before = HashMap::new();
+        for region in &changed {
+            if let Some(old) = self.signers.remove(region) {
+                before.insert(region.clone(), old.certificate_pem());
+            }
         }
-        self.ensure_signers(regions.clone()).await?;
+        self.ensure_signers(changed.clone()).await?;
+        // The watch also delivers the key this agent itself created for a
+        // new region during `sync` (moments earlier): same certificate,
+        // nothing to re-render. Re-rendering a whole fleet for it doubled
+        // the start-up work and fragmented the heap (bench/README §2).
+        let regions: Vec<String> = changed
+            .into_iter()
+            .filter(|r| {
+                let now = self.signers.get(r).map(|s| s.certificate_pem());
+                now.is_none() || before.get(r) != now.as_ref()
+            })
+            .collect();
+        if regions.is_empty() {
+            return Ok(());
+        }
         let ids = self
             .served
             .values()
