@@ -24,9 +24,12 @@ pub fn demo_record() -> Result<InstanceRecord, imds_core::ids::MalformedId> {
 }
 
 /// Creates the demo instance unless this store already had one; returns
-/// whether it was created now.
-pub async fn ensure_demo(store: &dyn Store) -> anyhow::Result<bool> {
-    let record = demo_record()?;
+/// whether it was created now. It is launched at `now_secs`, as a
+/// RunInstances would launch it: its `pendingTime` and its first
+/// credentials' `LastUpdated` are the moment it was created.
+pub async fn ensure_demo(store: &dyn Store, now_secs: u64) -> anyhow::Result<bool> {
+    let mut record = demo_record()?;
+    record.launch_time = now_secs;
     let key = imds_store::records::instance_key(&record.instance_id);
     let value = serde_json::to_vec(&record)?;
     let created = store

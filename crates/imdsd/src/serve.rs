@@ -224,7 +224,7 @@ pub async fn run_mode(mode: Mode, args: ServeArgs) -> anyhow::Result<()> {
     // Demo additions survive config reloads.
     let mut demo_credential = None;
     if args.demo {
-        if demo::ensure_demo(store.as_ref()).await? {
+        if demo::ensure_demo(store.as_ref(), clock.now_secs()).await? {
             tracing::info!(instance_id = demo::DEMO_INSTANCE_ID, "created the demo instance");
         }
         let key = demo::demo_key(store.as_ref()).await?;

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // tests unwrap: a panic is the failure report
 
+use imds_core::timefmt::iso8601_secs;
 use imds_testkit::http::get;
 use imds_testkit::{ImdsdBuilder, ImdsdProcess};
 use std::path::Path;
@@ -274,4 +275,25 @@ fn the_v1_caller_report_names_the_user_agent_and_the_safe_instances() {
     assert!(report["no_imdsv1_calls"].as_array().unwrap().is_empty());
     let table = imdsd_cmd(&s, &["report", "v1-callers"]);
     assert!(table.contains("legacy-inventory/2.3") && table.contains("/latest/meta-data/ami-id"), "{table}");
+}
+
+#[test]
+fn the_demo_instance_is_launched_when_it_is_created() {
+    // As a RunInstances launch: pendingTime is the creation, and the first
+    // role credentials are issued then, with their whole 6 hours.
+    let unix_now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let before = unix_now();
+    let dir = tempfile::tempdir().unwrap();
+    let s = ImdsdBuilder::new(BIN).demo().data_dir(dir.path().join("data")).start().unwrap();
+    let after = unix_now();
+    let doc: serde_json::Value =
+        serde_json::from_str(&fetch(&s, "/latest/dynamic/instance-identity/document").1).unwrap();
+    let pending_time = doc["pendingTime"].as_str().unwrap();
+    let pending = (before..=after)
+        .find(|t| iso8601_secs(*t) == pending_time)
+        .unwrap_or_else(|| panic!("pendingTime {pending_time} is not between {before} and {after}"));
+    let creds: serde_json::Value =
+        serde_json::from_str(&fetch(&s, "/latest/meta-data/iam/security-credentials/demo-role").1).unwrap();
+    assert_eq!(creds["LastUpdated"], iso8601_secs(pending).as_str(), "{creds}");
+    assert_eq!(creds["Expiration"], iso8601_secs(pending + 21_600).as_str(), "{creds}");
 }
