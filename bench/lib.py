@@ -315,13 +315,7 @@ class Imdsd:
         return body.decode()
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, signal.SIGTERM, timeout=60)
 
 
 NGINX_CONF = """\
@@ -382,16 +376,9 @@ class Nginx:
             stderr=open(self.work / "stderr", "w"),
             preexec_fn=raise_nofile,
         )
-        addr = f"127.0.0.1:{self.port}"
-        status = None
-        for _ in range(500):
-            try:
-                status = http_request(addr, "GET", "/latest/meta-data/instance-id", timeout=1)[0]
-                if status == 200:
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.01)
+        status = await_instance_id(f"127.0.0.1:{self.port}")
+        if status == 200:
+            return self
         self.stop()
         raise RuntimeError(f"nginx did not answer 200 (last status {status}): "
                            + (self.work / "stderr").read_text())
@@ -402,13 +389,7 @@ class Nginx:
         return self.proc.pid
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, signal.SIGQUIT, timeout=20)
 
 
 @dataclass
@@ -429,15 +410,11 @@ class BareHyper:
             stdout=subprocess.DEVNULL,
             preexec_fn=raise_nofile,
         )
-        for _ in range(500):
-            try:
-                if http_request(f"127.0.0.1:{self.port}", "GET", "/latest/meta-data/instance-id", timeout=1)[0] == 200:
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.01)
+        status = await_instance_id(f"127.0.0.1:{self.port}")
+        if status == 200:
+            return self
         self.stop()
-        raise RuntimeError("bare-hyper did not answer 200")
+        raise RuntimeError(f"bare-hyper did not answer 200 (last status {status})")
 
     @property
     def pid(self) -> int:
@@ -445,9 +422,34 @@ class BareHyper:
         return self.proc.pid
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc, signal.SIGKILL, timeout=20)
+
+
+def stop_process(proc: subprocess.Popen | None, sig: int, timeout: float) -> None:
+    """Sends `sig` to a still running `proc`, waits `timeout` seconds, then kills it."""
+    if proc and proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def await_instance_id(addr: str, tries: int = 500) -> int | None:
+    """Polls GET /latest/meta-data/instance-id on `addr` every 10 ms until it
+    answers 200 or `tries` run out; returns the last status (None: never
+    connected)."""
+    status = None
+    for _ in range(tries):
+        try:
+            status = http_request(addr, "GET", "/latest/meta-data/instance-id", timeout=1)[0]
+            if status == 200:
+                return status
+        except OSError:
+            pass
+        time.sleep(0.01)
+    return status
 
 
 def free_port() -> int:
