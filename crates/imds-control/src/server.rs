@@ -217,6 +217,25 @@ fn timed_out(api: Api, deadline: Duration, request_id: &str) -> Response {
     response
 }
 
+/// The body of a request, read up to `limit` bytes; `None` when it is
+/// larger (a declared `Content-Length` over the limit is refused before
+/// anything is read). Each protocol answers `None` with its own error.
+pub(crate) async fn read_body(
+    parts: &http::request::Parts,
+    body: Body,
+    limit: usize,
+) -> Option<bytes::Bytes> {
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > u64::try_from(limit).unwrap_or(u64::MAX)) {
+        return None;
+    }
+    to_bytes(body, limit).await.ok()
+}
+
 async fn dispatch(shared: &Shared, req: Request, request_id: &str) -> Response {
     if let Some(protocol) = cloudwatch::protocol_of(&req) {
         return cloudwatch::handle(shared, req, protocol, request_id).await;
@@ -229,17 +248,8 @@ async fn dispatch(shared: &Shared, req: Request, request_id: &str) -> Response {
         return early_error(&ApiError::method_not_allowed(parts.method.as_str()), request_id);
     }
     let limit = shared.config.max_body_bytes;
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > u64::try_from(limit).unwrap_or(u64::MAX)) {
+    let Some(body) = read_body(&parts, body, limit).await else {
         return early_error(&ApiError::body_too_large(limit), request_id);
-    }
-    let body = match to_bytes(Body::new(body), limit).await {
-        Ok(b) => b,
-        Err(_) => return early_error(&ApiError::body_too_large(limit), request_id),
     };
     if cloudwatch::is_query(&parts, &body) {
         return cloudwatch::handle_query(shared, &parts, &body, request_id).await;

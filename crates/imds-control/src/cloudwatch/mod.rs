@@ -34,12 +34,11 @@ pub mod render;
 use crate::auth::{self, Check};
 use crate::metrics::CallOutcome;
 use crate::query::parse_form;
-use crate::server::{Shared, X_AMZ_TARGET};
-use axum::body::{Body, to_bytes};
+use crate::server::{Shared, X_AMZ_TARGET, read_body};
 use axum::extract::Request;
 use axum::response::Response;
 use error::CwError;
-use http::{Method, header};
+use http::Method;
 use imds_sigv4::RequestParts;
 use input::{Input, Node};
 use render::{Out, Protocol};
@@ -107,17 +106,8 @@ pub async fn handle(shared: &Shared, req: Request, protocol: Protocol, request_i
     };
     let (parts, body) = req.into_parts();
     let limit = shared.config.max_body_bytes;
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let def = find(&operation);
-    if declared.is_some_and(|n| n > u64::try_from(limit).unwrap_or(u64::MAX)) {
-        return answer(protocol, def, Err(CwError::body_too_large(limit)), request_id);
-    }
-    let Ok(body) = to_bytes(Body::new(body), limit).await else {
-        return answer(protocol, def, Err(CwError::body_too_large(limit)), request_id);
+    let Some(body) = read_body(&parts, body, limit).await else {
+        return answer(protocol, find(&operation), Err(CwError::body_too_large(limit)), request_id);
     };
     handle_body(shared, &parts, &body, protocol, &operation, request_id).await
 }

@@ -34,8 +34,7 @@ use crate::Caller;
 use crate::auth::{self, Check};
 use crate::metrics::CallOutcome;
 use crate::ops::Ops;
-use crate::server::Shared;
-use axum::body::{Body, to_bytes};
+use crate::server::{Shared, read_body};
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use error::LsError;
@@ -169,15 +168,7 @@ pub async fn handle(shared: &Shared, req: Request, request_id: &str) -> Response
         );
         error_response(&e, None, request_id)
     };
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > u64::try_from(limit).unwrap_or(u64::MAX)) {
-        return too_large();
-    }
-    let Ok(body) = to_bytes(Body::new(body), limit).await else {
+    let Some(body) = read_body(&parts, body, limit).await else {
         return too_large();
     };
     let mut audit = Audit::default();
