@@ -15,6 +15,8 @@
 //!   compare-and-set, read with `pending`/`applied`), shared with Lightsail;
 //! * `ec2`: one module per action family, each validating its input;
 //! * [`server`]: the axum router, request ids and the audit log;
+//! * [`listener`]: the accept loop with its header-read timeout and the
+//!   stalled-write guard;
 //! * [`lightsail`]: the Lightsail JSON protocol (awsJson 1.1): instances
 //!   created, read, changed and deleted by name over the same [`ops`], and
 //!   their `MetadataNoToken` metric data;
@@ -35,6 +37,7 @@ pub mod error;
 mod ids;
 pub mod lightsail;
 pub mod limits;
+pub mod listener;
 pub mod metrics;
 pub mod ops;
 pub mod query;
@@ -258,7 +261,7 @@ impl ControlPlane {
     }
 
     /// The limits in force; keep it to change them while the plane serves
-    /// (config reload) and to give it to [`server::serve`].
+    /// (config reload) and to give it to [`listener::serve`].
     pub fn limits(&self) -> LimitsHandle {
         self.shared.limits.clone()
     }

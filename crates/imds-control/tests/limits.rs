@@ -1,5 +1,5 @@
 //! The control listener's admission limits over real sockets and real
-//! SigV4 signatures, served by [`imds_control::server::serve`]: the
+//! SigV4 signatures, served by [`imds_control::listener::serve`]: the
 //! per-credential rate limit in each protocol's error shape, the source
 //! bucket of failed authentication, reloads, and the header-read and
 //! whole-request timeouts.
@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const ALLOW_ALL: &str =
     r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#;
 
-/// A control plane served by `server::serve` with `limits`; the handle
+/// A control plane served by `listener::serve` with `limits`; the handle
 /// changes them while it serves.
 async fn start(limits: ControlLimits) -> (Server, LimitsHandle, ControlPlaneMetrics) {
     let store = Arc::new(MemoryStore::new());
@@ -44,7 +44,7 @@ async fn start(limits: ControlLimits) -> (Server, LimitsHandle, ControlPlaneMetr
     let serving = handle.clone();
     tokio::spawn(async move {
         let _keep_sender = _stop_tx;
-        imds_control::server::serve(router, listener, serving, stop_rx).await;
+        imds_control::listener::serve(router, listener, serving, stop_rx).await;
     });
     (Server { addr, store, clock, max_body: 1024 * 1024 }, handle, metrics)
 }

@@ -360,7 +360,7 @@ pub async fn run_mode(mode: Mode, args: ServeArgs) -> anyhow::Result<()> {
             Arc::clone(&callers),
             crate::callers::resolve_minted,
         ));
-        tasks.spawn(imds_control::server::serve(router, control_listener, limits, stop_rx.clone()));
+        tasks.spawn(imds_control::listener::serve(router, control_listener, limits, stop_rx.clone()));
         println!("listening control http://{control_addr}");
         if let Some(profile) = &demo_hint {
             println!(
