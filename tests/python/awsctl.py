@@ -314,6 +314,6 @@ def ssh_ed25519_public_key(seed: bytes, comment: str) -> str:
 
 
 def imds_tag_key_error(key: str) -> str:
-    """The exact InvalidParameterValue message of categories.md §2.10."""
+    """The exact InvalidParameterValue message of docs/protocol/categories.md#tags."""
     return (f"'{key}' is not a valid tag key. Tag keys must match pattern "
             r"([0-9a-zA-Z\\-_+=,.@:]{1,255}), and must not be a reserved name ('.', '..', '_index')")

@@ -1,5 +1,5 @@
 """What `imdsd serve --demo` promises about its demo instance
-(crates/imdsd/src/demo.rs, README) and the formats the spec fixes."""
+(crates/imdsd/src/demo.rs, README) and the formats of docs/protocol/."""
 
 import re
 
@@ -14,7 +14,7 @@ USER_DATA = b"#!/bin/sh\necho 'hello from imdsd user data'\n"
 PRIVATE_IPV4 = "127.0.0.1"
 IPV6 = "::1"
 
-# credentials.md §3: formats of the role credential document.
+# docs/protocol/credentials.md#role-document: formats of the role credential document.
 ACCESS_KEY_RE = re.compile(r"^ASIA[A-Z0-9]{16}$")
 SECRET_KEY_RE = re.compile(r"^[A-Za-z0-9/+]{40}$")
 TIMESTAMP_FMT = "%Y-%m-%dT%H:%M:%SZ"

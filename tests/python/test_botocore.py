@@ -69,7 +69,7 @@ def credential_document(imdsd, token: str | None) -> dict:
     resp = imdsd.get(CREDS_PATH, token=token)
     assert resp.status == 200, (resp.status, resp.body)
     doc = resp.json()
-    assert list(doc) == CRED_FIELDS, f"fields/order differ from credentials.md §3: {list(doc)}"
+    assert list(doc) == CRED_FIELDS, f"fields/order differ from docs/protocol/credentials.md#role-document: {list(doc)}"
     assert doc["Code"] == "Success" and doc["Type"] == "AWS-HMAC"
     assert demo.ACCESS_KEY_RE.match(doc["AccessKeyId"])
     assert demo.SECRET_KEY_RE.match(doc["SecretAccessKey"])

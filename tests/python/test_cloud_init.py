@@ -131,7 +131,7 @@ def test_instance_identity(crawl):
 
 
 def test_instance_identity_signatures(crawl):
-    # categories.md §3: dynamic/instance-identity/ lists document, pkcs7,
+    # docs/protocol/categories.md#dynamic: dynamic/instance-identity/ lists document, pkcs7,
     # rsa2048 and signature (base64, 76-column lines); cloud-init fetches
     # every listed entry, and tools that verify the document need them.
     out, log, _, _ = crawl

@@ -1,4 +1,5 @@
-"""Protocol behaviour every EC2 action shares (control-plane.md §1): DryRun
+"""Protocol behaviour every EC2 action shares
+(docs/protocol/control-plane.md#query-protocol): DryRun
 answers DryRunOperation (HTTP 412) and changes nothing, error codes and
 messages the CLI prints, idempotent RunInstances, unsigned requests."""
 

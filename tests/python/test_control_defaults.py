@@ -1,5 +1,7 @@
-"""Account-level defaults and the AMI's ImdsSupport (control-plane.md §8)
-and the order of precedence at launch (§9: launch parameters > account
+"""Account-level defaults and the AMI's ImdsSupport
+(docs/protocol/control-plane.md#account-defaults,
+docs/protocol/control-plane.md#imds-support) and the order of precedence at launch
+(docs/protocol/control-plane.md#precedence: launch parameters > account
 defaults > AMI > service defaults), through the AWS CLI and boto3, with the
 effect checked on the data plane.
 
@@ -166,7 +168,8 @@ def test_modify_image_attribute_imds_support(cli, ec2):
                                Architecture="x86_64")["ImageId"]
     _, options = launched_options(cli, "--image-id", image)
     assert options["HttpTokens"] == "optional"
-    # Both wire forms (§8.3): ImdsSupport.Value=v2.0 (CLI v1), and
+    # Both wire forms (docs/protocol/control-plane.md#imds-support): ImdsSupport.Value=v2.0 (CLI
+    # v1), and
     # Attribute=imdsSupport&Value=v2.0 (Debian's CLI v2 has no --imds-support here).
     form = (["--imds-support", "Value=v2.0"] if cli.version == "v1"
             else ["--attribute", "imdsSupport", "--value", "v2.0"])

@@ -1,6 +1,7 @@
 """DescribeInstances through the AWS CLI v1/v2 and boto3: the demo instance
 as `imdsd serve --demo` creates it, filters, and pagination
-(control-plane.md §3), cross-checked against what the data plane serves."""
+(docs/protocol/control-plane.md#describe-instances), cross-checked against what the data plane
+serves."""
 
 from __future__ import annotations
 

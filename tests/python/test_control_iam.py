@@ -1,5 +1,6 @@
-"""IAM policies and authentication of the control plane (control-plane.md
-§1.4, §1.5, §10) with the AWS CLI v1/v2 and boto3, on an imdsd started with
+"""IAM policies and authentication of the control plane
+(docs/protocol/control-plane.md#error-codes, docs/protocol/control-plane.md#dry-run,
+docs/protocol/control-plane.md#iam) with the AWS CLI v1/v2 and boto3, on an imdsd started with
 a config file that adds a restricted access key whose policy holds the
 documented patterns: example 4 (HttpTokens may only be changed to
 `required`) and example 3 (no hop limit above 3)."""
@@ -24,7 +25,8 @@ POLICY = {
     "Statement": [
         {"Sid": "AllowEc2", "Effect": "Allow", "Action": "ec2:*", "Resource": "*"},
         {
-            # §10 example 4: HttpTokens may be changed only to `required`.
+            # docs/protocol/control-plane.md#iam-examples, example 4: HttpTokens may be changed
+            # only to `required`.
             "Sid": "OnlyRequireImdsV2",
             "Effect": "Deny",
             "Action": "ec2:ModifyInstanceMetadataOptions",
@@ -35,7 +37,7 @@ POLICY = {
             },
         },
         {
-            # §10 example 3: no hop limit above 3.
+            # docs/protocol/control-plane.md#iam-examples, example 3: no hop limit above 3.
             "Sid": "MaxHopLimit3",
             "Effect": "Deny",
             "Action": ["ec2:RunInstances", "ec2:ModifyInstanceMetadataOptions"],
@@ -45,7 +47,8 @@ POLICY = {
     ],
 }
 
-# §10 example 5: nothing with role credentials delivered through IMDSv1.
+# docs/protocol/control-plane.md#iam-examples, example 5: nothing with role credentials delivered
+# through IMDSv1.
 IMDSV2_ONLY_ROLE = "imdsv2-only-role"
 ROLE_POLICY = {
     "Version": "2012-10-17",
@@ -175,7 +178,7 @@ def test_http_status_codes_for_boto3(restricted_ec2, guest):
 
 
 def test_validation_errors_come_before_authorisation(restricted, guest):
-    # §1.5: 400 errors win over the policy decision.
+    # docs/protocol/control-plane.md#dry-run: 400 errors win over the policy decision.
     restricted.fails(*MODIFY, "--instance-id", guest.instance_id, "--http-tokens", "maybe",
                      code="InvalidParameterValue")
     restricted.fails(*MODIFY, "--instance-id", "i-0000000000000000f", "--http-tokens", "optional",
@@ -227,7 +230,8 @@ def role_keys(doc_response) -> Keys:
 def test_role_delivery_tells_imdsv1_from_imdsv2_credentials(imdsd, ec2, addresses, aws_home, cli):
     """Role credentials an instance reads from IMDS authenticate to the
     control plane as the role, with ec2:RoleDelivery 2.0 when fetched with
-    IMDSv2 and 1.0 with IMDSv1 (§10); this role's policy refuses 1.0."""
+    IMDSv2 and 1.0 with IMDSv1 (docs/protocol/control-plane.md#condition-keys); this role's
+    policy refuses 1.0."""
     address = addresses.next()
     awsctl.launch(ec2, address, IamInstanceProfile={"Name": IMDSV2_ONLY_ROLE})
     guest = Guest(imdsd, address)

@@ -1,5 +1,6 @@
 """Stop/Start/TerminateInstances and the userData attribute through the AWS
-CLI v1/v2 and boto3 (control-plane.md §5, §6): a stopped or terminated
+CLI v1/v2 and boto3 (docs/protocol/control-plane.md#lifecycle,
+docs/protocol/control-plane.md#user-data-attribute): a stopped or terminated
 instance's address gets no HTTP answer from the data plane, a started one
 is a new incarnation (old tokens are refused), and user data changed while
 stopped is served after the start."""
@@ -160,8 +161,8 @@ def test_stop_dry_run_changes_nothing(cli, ec2, guest):
 
 
 def test_start_regenerates_the_identity_document(ec2, guest):
-    """§6: on start the identity document is regenerated; its pendingTime is
-    the instance's LaunchTime (§3)."""
+    """docs/protocol/control-plane.md#lifecycle: on start the identity document is regenerated; its
+    pendingTime is the instance's LaunchTime (docs/protocol/control-plane.md#describe-instances)."""
     iid = guest.instance_id
 
     def pending_time() -> dt.datetime:

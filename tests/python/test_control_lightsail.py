@@ -1,4 +1,4 @@
-"""The Lightsail JSON API (control-plane.md §12: awsJson 1.1,
+"""The Lightsail JSON API (docs/protocol/control-plane.md#lightsail: awsJson 1.1,
 UpdateInstanceMetadataOptions, GetInstance/GetInstances metadataOptions)
 through the AWS CLI v1/v2 and boto3.
 

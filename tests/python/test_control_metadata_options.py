@@ -1,7 +1,8 @@
 """ModifyInstanceMetadataOptions through the AWS CLI v1/v2 and boto3
-(control-plane.md §2): the answer says `pending`, DescribeInstances turns
-to `applied`, and from then on the data plane, asked from the instance's
-own address, behaves as the new options say (data-plane.md)."""
+(docs/protocol/control-plane.md#modify-instance-metadata-options): the answer says
+`pending`, DescribeInstances turns to `applied`, and from then on the data
+plane, asked from the instance's own address, behaves as the new options say
+(docs/protocol/data-plane.md)."""
 
 from __future__ import annotations
 
@@ -191,7 +192,7 @@ def test_a_request_that_changes_nothing_succeeds(cli, ec2, guest):
 
 
 def test_tokens_stay_valid_across_option_changes(cli, ec2, guest):
-    """README ambiguity 16: tokens stay valid until they expire; a disabled
+    """docs/protocol/data-plane.md#token-format: tokens stay valid until they expire; a disabled
     endpoint answers 403 meanwhile."""
     token = guest.token()
     modify(cli, guest.instance_id, "--http-tokens", "required")
@@ -208,7 +209,7 @@ def test_tokens_stay_valid_across_option_changes(cli, ec2, guest):
 
 @pytest.mark.parametrize("cli", ["v1"], indirect=True)
 def test_ipv6_endpoint_follows_http_protocol_ipv6(cli, ec2, imdsd):
-    """data-plane.md §6.2: with HttpProtocolIpv6=disabled the IPv6 address
+    """docs/protocol/data-plane.md#disabled: with HttpProtocolIpv6=disabled the IPv6 address
     does not answer at all, while IPv4 is unaffected. (The demo instance is
     the one owning ::1; it is restored afterwards.)"""
     v6 = Guest(imdsd, demo.IPV6)

@@ -1,5 +1,5 @@
 """RunInstances (and ImportKeyPair) through the AWS CLI v1/v2 and boto3
-(control-plane.md §4): what the answer says, and that the new instance then
+(docs/protocol/control-plane.md#run-instances): what the answer says, and that the new instance then
 answers the data plane from its own address with its own identity, user
 data, tags, key and role credentials."""
 
@@ -73,7 +73,8 @@ def test_run_instances_then_the_instance_answers_as_itself(cli, imdsd, ec2, addr
     assert sorted(get("latest/meta-data/tags/instance").text.split("\n")) == ["Name", "Team"]
     assert get("latest/meta-data/tags/instance/Name").text == f"web-{cli.version}"
     assert get("latest/meta-data/public-keys/").text == f"0={key_name}"
-    # categories.md §2: the key, a space and the key-pair name (not the comment).
+    # docs/protocol/categories.md#public-keys: the key, a space and the key-pair name (not the
+    # comment).
     key_type, key_body, _comment = public_key.split(" ")
     assert get("latest/meta-data/public-keys/0/openssh-key").text == f"{key_type} {key_body} {key_name}"
     info = get("latest/meta-data/iam/info").json()

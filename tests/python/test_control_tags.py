@@ -1,7 +1,7 @@
 """CreateTags / DeleteTags / DescribeTags through the AWS CLI v1/v2
-(control-plane.md §7): with tags in instance metadata enabled the instance
+(docs/protocol/control-plane.md#tags): with tags in instance metadata enabled the instance
 sees its tags change live under tags/instance/, and keys IMDS cannot carry
-are refused with the exact message of categories.md §2.10."""
+are refused with the exact message of docs/protocol/categories.md#tags."""
 
 from __future__ import annotations
 

@@ -106,7 +106,7 @@ def test_public_keys(md):
     parts = openssh.split(" ")
     assert parts[0].startswith(("ssh-", "ecdsa-")), openssh
     assert re.fullmatch(r"[A-Za-z0-9+/]+={0,2}", parts[1]), openssh
-    assert parts[-1] == demo.KEY_NAME  # categories.md §2.8: key, space, key-pair name
+    assert parts[-1] == demo.KEY_NAME  # docs/protocol/categories.md#public-keys
     assert not openssh.endswith("\n")
 
 

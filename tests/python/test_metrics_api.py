@@ -1,4 +1,4 @@
-"""MetadataNoToken through the AWS metric APIs (spec metrics-api.md), end to
+"""MetadataNoToken through the AWS metric APIs (docs/protocol/metrics-api.md), end to
 end with the real tools against a real `imdsd serve --demo`:
 
 * CloudWatch GetMetricStatistics / GetMetricData / ListMetrics with the AWS

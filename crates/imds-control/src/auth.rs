@@ -1,7 +1,7 @@
 //! Who is calling, and may they: SigV4 authentication of every request
 //! (header or presigned query form) against the configured credentials, then IAM
 //! policy evaluation for each (action, resource) pair a call touches, with
-//! the condition keys of spec §10.
+//! the condition keys of docs/protocol/control-plane.md#condition-keys.
 //!
 //! Signature checking itself is `imds_sigv4`'s and policy semantics are
 //! `imds_policy`'s; this module owns the glue: looking up the caller,

@@ -288,7 +288,7 @@ impl ApiError {
         }
     }
 
-    /// The EC2 error document (§1.3 of the spec).
+    /// The EC2 error document (docs/protocol/control-plane.md#query-errors).
     pub fn to_xml(&self, request_id: &str) -> String {
         format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{}</Code><Message>{}</Message></Error></Errors><RequestID>{}</RequestID></Response>",

@@ -10,7 +10,8 @@
 //!   and its XML document;
 //! * [`query`]: the form-encoded request format and typed parameter access;
 //! * [`xml`]: the response writer;
-//! * [`auth`]: SigV4 and policy evaluation with the §10 condition keys;
+//! * [`auth`]: SigV4 and policy evaluation with the condition keys of
+//!   docs/protocol/control-plane.md#condition-keys;
 //! * [`ops`]: protocol-independent store operations (launch, change with
 //!   compare-and-set, read with `pending`/`applied`), shared with Lightsail;
 //! * `ec2`: one module per action family, each validating its input;

@@ -7,7 +7,7 @@
 //!   which role (`minted`, `static`, `sts`), validated while deserialised;
 //! * [`CredentialManager`]: per tracked instance run, the identity
 //!   credentials and two independent role credential sets (IMDSv1 and
-//!   IMDSv2 deliveries, data-plane.md §8), refreshed by a background task
+//!   IMDSv2 deliveries, docs/protocol/credentials.md#v1-v2-sets), refreshed by a background task
 //!   before they expire; a failing provider never blocks anything and its
 //!   last valid set is served until it expires;
 //! * minting ([`MintingKey`]): sets computed from one fleet-wide key at

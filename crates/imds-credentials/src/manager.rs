@@ -74,7 +74,7 @@ pub const ERROR_CODE_PENDING: &str = "Pending";
 /// set is left; transient, retried in the background.
 pub const ERROR_CODE_UNAVAILABLE: &str = "ServiceUnavailable";
 /// `Code` when STS refused `AssumeRole` (access denied, bad bridge keys):
-/// EC2's code for a role it cannot assume (credentials.md §3.1).
+/// EC2's code for a role it cannot assume (docs/protocol/credentials.md#error-document).
 pub const ERROR_CODE_UNAUTHORIZED: &str = "AssumeRoleUnauthorizedAccess";
 
 /// An STS set is never replaced sooner than this after it was issued: STS
@@ -101,7 +101,8 @@ pub struct InstanceCredentials {
 
 /// The two credential sets of a role, or why one is missing.
 ///
-/// A `None` set is served as the error document of credentials.md §3.1
+/// A `None` set is served as the error document of
+/// docs/protocol/credentials.md#error-document
 /// (HTTP 200, `Code` = `error.0`, `Message` = `error.1`, `LastUpdated`);
 /// `error` is `Some` exactly when at least one set is `None`.
 #[derive(Debug, Clone, PartialEq, Eq)]

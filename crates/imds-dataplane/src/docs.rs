@@ -2,13 +2,13 @@
 //!
 //! Owns the exact layout of `iam/info`, `iam/security-credentials/<role>`
 //! (success and error documents), `identity-credentials/ec2/info` and
-//! `dynamic/instance-identity/document` (credentials.md §1, §3, §3.1, §5;
-//! categories.md §3.1). Real IMDS writes these with a layout no JSON library
-//! reproduces (`"Key" : value`, two-space indent, arrays as `[ "a", "b" ]`,
-//! no trailing newline), and the identity document's bytes are what later
-//! gets signed, so the layout is written out by hand here; `serde_json` only
-//! escapes string values. It does not own where the documents live in the
-//! tree (that is [`crate::tree`]) nor where credentials come from.
+//! `dynamic/instance-identity/document` (docs/protocol/credentials.md#layout,
+//! docs/protocol/categories.md#identity-document). Real IMDS writes these with
+//! a layout no JSON library reproduces (`"Key" : value`, two-space indent,
+//! arrays as `[ "a", "b" ]`, no trailing newline), and the identity document's
+//! bytes are what later gets signed, so the layout is written out by hand here;
+//! `serde_json` only escapes string values. It does not own where the documents
+//! live in the tree (that is [`crate::tree`]) nor where credentials come from.
 
 use imds_core::instance::IamInstanceProfile;
 use imds_core::timefmt::{event_time, iso8601_secs};
@@ -100,8 +100,8 @@ fn object(fields: &[(&str, Value<'_>)]) -> String {
     out
 }
 
-/// `meta-data/iam/info` (credentials.md §1): `Code`, `LastUpdated`,
-/// `InstanceProfileArn`, `InstanceProfileId`.
+/// `meta-data/iam/info` (docs/protocol/credentials.md#iam-info): `Code`,
+/// `LastUpdated`, `InstanceProfileArn`, `InstanceProfileId`.
 pub fn iam_info(profile: &IamInstanceProfile, last_updated: u64) -> String {
     let last_updated = iso8601_secs(last_updated);
     object(&[
@@ -112,7 +112,8 @@ pub fn iam_info(profile: &IamInstanceProfile, last_updated: u64) -> String {
     ])
 }
 
-/// A successful credential document (credentials.md §3), used for
+/// A successful credential document
+/// (docs/protocol/credentials.md#role-document), used for
 /// `iam/security-credentials/<role>` and for
 /// `identity-credentials/ec2/security-credentials/ec2-instance`.
 pub fn role_credentials(creds: &RoleCredentials) -> String {
@@ -130,7 +131,7 @@ pub fn role_credentials(creds: &RoleCredentials) -> String {
 }
 
 /// The error document served with status 200 while no credentials exist for
-/// `role_name` (credentials.md §3.1): `Code`
+/// `role_name` (docs/protocol/credentials.md#error-document): `Code`
 /// [`CODE_ASSUME_ROLE_UNAUTHORIZED`], a `Message`, `LastUpdated` = `now`.
 pub fn credentials_error(role_name: &str, now: u64) -> String {
     let message = format!(
@@ -139,7 +140,8 @@ pub fn credentials_error(role_name: &str, now: u64) -> String {
     credentials_error_document(CODE_ASSUME_ROLE_UNAUTHORIZED, &message, now)
 }
 
-/// The credentials.md §3.1 error document with any `Code` and `Message`.
+/// The error document (docs/protocol/credentials.md#error-document) with any
+/// `Code` and `Message`.
 pub fn credentials_error_document(code: &str, message: &str, now: u64) -> String {
     let last_updated = iso8601_secs(now);
     object(&[
@@ -149,8 +151,9 @@ pub fn credentials_error_document(code: &str, message: &str, now: u64) -> String
     ])
 }
 
-/// `meta-data/identity-credentials/ec2/info` (credentials.md §5): `Code`,
-/// `LastUpdated`, `AccountId`.
+/// `meta-data/identity-credentials/ec2/info`
+/// (docs/protocol/credentials.md#identity-credentials): `Code`, `LastUpdated`,
+/// `AccountId`.
 pub fn identity_credentials_info(account_id: &str, last_updated: u64) -> String {
     let last_updated = iso8601_secs(last_updated);
     object(&[
@@ -160,9 +163,10 @@ pub fn identity_credentials_info(account_id: &str, last_updated: u64) -> String 
     ])
 }
 
-/// `dynamic/instance-identity/document` (categories.md §3.1), in the key
-/// order of the 2023 capture. Empty product-code lists, an absent kernel or
-/// RAM disk and (on an IPv6-only instance) an absent private IPv4 are `null`;
+/// `dynamic/instance-identity/document`
+/// (docs/protocol/categories.md#identity-document), in the key order of the
+/// 2023 capture. Empty product-code lists, an absent kernel or RAM disk and (on
+/// an IPv6-only instance) an absent private IPv4 are `null`;
 /// `devpayProductCodes` is always `null`.
 pub fn identity_document(record: &InstanceRecord) -> String {
     let pending_time = iso8601_secs(record.launch_time);
@@ -203,7 +207,7 @@ mod tests {
         }
     }
 
-    /// The record of categories.md §3.1's example document.
+    /// The record of the example document of docs/protocol/categories.md#identity-document.
     fn spec_example_record() -> InstanceRecord {
         let id = InstanceId::parse("i-1234567890abcdef0").unwrap();
         let mut r = sample_instance(id, Ipv4Addr::new(10, 158, 112, 84), None);

@@ -1,7 +1,7 @@
 //! Per-instance and global admission limits: a noisy or hostile instance
 //! gets 429s and refused connections; it never slows down or starves
 //! another one (EC2 throttles queries per instance and caps simultaneous
-//! connections from an instance; data-plane.md §10).
+//! connections from an instance; docs/protocol/data-plane.md#throttling).
 //!
 //! Over its rate an instance also waits: [`InstanceAdmission::throttle_pause`]
 //! hands each throttled connection its own turn, one request interval
@@ -98,7 +98,7 @@ impl InstanceAdmission {
     ///
     /// Only a connection that was answered 429 waits: a new connection's
     /// first request is read at once and gets its 200 or 429 without delay
-    /// (data-plane.md §10: over the limit, a 429).
+    /// (docs/protocol/data-plane.md#throttling: over the limit, a 429).
     pub fn throttle_pause(&self) -> Duration {
         let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let interval = self.interval_nanos.load(Ordering::Relaxed);

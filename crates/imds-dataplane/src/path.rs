@@ -1,12 +1,12 @@
 //! Request-path normalisation and routing of the IMDS path namespace.
 //!
 //! Owns the list of metadata versions, the rules that make
-//! `//latest/meta-data/instance-id`, `/latest//meta-data/` and a trailing
-//! slash on a leaf mean the same as their canonical form (data-plane.md
-//! §2.4), and the split of a path into the version list, the token endpoint
-//! and a path inside the version root. It does not own what exists inside a
-//! version root ([`crate::tree`]) nor which method or status a route gets
-//! (the HTTP service).
+//! `//latest/meta-data/instance-id`, `/latest//meta-data/` and a trailing slash
+//! on a leaf mean the same as their canonical form
+//! (docs/protocol/data-plane.md#normalisation), and the split of a path into
+//! the version list, the token endpoint and a path inside the version root. It
+//! does not own what exists inside a version root ([`crate::tree`]) nor which
+//! method or status a route gets (the HTTP service).
 //!
 //! Rules, in order: refuse inputs longer than [`MAX_RAW_PATH_LEN`]; drop the
 //! query string (and any fragment); percent-decode (a malformed `%` escape
@@ -24,7 +24,8 @@ use std::borrow::Cow;
 use std::fmt;
 
 /// The metadata versions served, in the order `GET /` lists them
-/// (data-plane.md §2.2), `latest` last. Every version serves the same tree.
+/// (docs/protocol/data-plane.md#versions), `latest` last. Every version serves
+/// the same tree.
 pub const VERSIONS: &[&str] = &[
     "1.0",
     "2007-01-19",

@@ -1,6 +1,6 @@
 //! The fixed responses of the data plane: AWS's HTML error pages and the
 //! header values every answer carries. Bytes copied from captures of the real
-//! service (data-plane.md §6.4), so they live in one place.
+//! service (docs/protocol/data-plane.md#error-pages), so they live in one place.
 
 /// `Server` header of every response (real IMDS says `EC2ws`).
 pub const SERVER: &str = "EC2ws";

@@ -1,11 +1,11 @@
 //! One IMDS request, from headers to response, without sockets.
 //!
-//! [`handle`] applies data-plane.md in this order: caller → instance (unknown
-//! callers get no answer at all), IPv6 and endpoint switches, path
-//! normalisation, the token endpoint's own checks, the method, then IMDSv1 /
-//! IMDSv2 authentication, then the lookup in the instance's snapshot.
-//! Authentication comes before the lookup so that a caller without a valid
-//! token learns nothing, not even which paths exist.
+//! [`handle`] applies docs/protocol/data-plane.md#request-order in this order:
+//! caller → instance (unknown callers get no answer at all), IPv6 and endpoint
+//! switches, path normalisation, the token endpoint's own checks, the method,
+//! then IMDSv1 / IMDSv2 authentication, then the lookup in the instance's
+//! snapshot. Authentication comes before the lookup so that a caller without a
+//! valid token learns nothing, not even which paths exist.
 
 use crate::metrics::{ImdsVersion, RequestLabels, RouteClass};
 use crate::path::{self, Route};
@@ -75,8 +75,9 @@ pub fn handle(dp: &DataPlane, conn: &ConnInfo, req: &RequestHead<'_>) -> Outcome
     let snap = slot.load();
     let endpoint_on = snap.options.http_endpoint.is_enabled();
     if !slot.admission().admit_request() {
-        // Over the instance's request rate (data-plane.md §10): 429, empty.
-        // The server also stops reading the connection for a while.
+        // Over the instance's request rate
+        // (docs/protocol/data-plane.md#throttling): 429, empty. The server also
+        // stops reading the connection for a while.
         dp.metrics().throttled.inc();
         let response = empty(StatusCode::TOO_MANY_REQUESTS);
         dp.metrics().request(RequestLabels {
@@ -197,7 +198,7 @@ fn authenticate(
     }
 }
 
-/// `PUT /<version>/api/token` (data-plane.md §4.1, in that order).
+/// `PUT /<version>/api/token` (docs/protocol/data-plane.md#token-put, in that order).
 fn token(
     dp: &DataPlane,
     conn: &ConnInfo,

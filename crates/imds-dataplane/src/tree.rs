@@ -3,12 +3,13 @@
 //!
 //! Owns what exists under a version root (`meta-data/…`, `dynamic/…`,
 //! `user-data`) for an [`InstanceRecord`], the bodies of every leaf, and the
-//! directory listings (data-plane.md §7, categories.md). A request does one
-//! path normalisation ([`crate::path`]), one hash and (usually) one probe
-//! here; bodies are slices of one [`Bytes`] buffer, so answering
-//! clones a reference count, not the data. It does not own the JSON layouts
-//! ([`crate::docs`]), the v1/v2 policy or statuses (the HTTP service), nor
-//! where credentials come from ([`RenderInputs`]).
+//! directory listings (docs/protocol/data-plane.md#listings,
+//! docs/protocol/categories.md). A request does one path normalisation
+//! ([`crate::path`]), one hash and (usually) one probe here; bodies are slices
+//! of one [`Bytes`] buffer, so answering clones a reference count, not the
+//! data. It does not own the JSON layouts ([`crate::docs`]), the v1/v2 policy
+//! or statuses (the HTTP service), nor where credentials come from
+//! ([`RenderInputs`]).
 //!
 //! Layout (why: a fleet of 100,000 instances keeps 100,000 of these, so a
 //! tree is a few allocations, not one per path): every node name, leaf body
@@ -39,8 +40,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
-/// Content type of `user-data` (README ambiguity 6: the official mock's
-/// choice; every other node is [`TEXT_PLAIN`]).
+/// Content type of `user-data` (the official mock's choice,
+/// docs/protocol/categories.md#user-data; every other node is [`TEXT_PLAIN`]).
 pub const USER_DATA_CONTENT_TYPE: &str = "application/octet-stream";
 
 /// Role name of the instance identity credentials
@@ -187,8 +188,9 @@ impl fmt::Debug for Node<'_> {
 #[derive(Debug, Clone, Copy)]
 pub struct RenderInputs<'a> {
     /// Role credentials for IMDSv1 callers. `None` while the instance has a
-    /// profile => the credentials.md §3.1 error document (200, `Code` !=
-    /// `Success`) for that role.
+    /// profile => the error document of
+    /// docs/protocol/credentials.md#error-document (200, `Code` != `Success`)
+    /// for that role.
     pub role_credentials_v1: Option<&'a RoleCredentials>,
     /// Role credentials for IMDSv2 callers; `None` as for v1.
     pub role_credentials_v2: Option<&'a RoleCredentials>,
@@ -241,8 +243,8 @@ impl fmt::Debug for MetadataTree {
 }
 
 impl MetadataTree {
-    /// Renders every path of `record` (categories.md), with credentials and
-    /// time from `inputs`.
+    /// Renders every path of `record` (docs/protocol/categories.md), with
+    /// credentials and time from `inputs`.
     pub fn render(record: &InstanceRecord, inputs: &RenderInputs<'_>) -> MetadataTree {
         let mut b = TreeBuilder::new();
         render_meta_data(&mut b, record, inputs);
@@ -250,7 +252,8 @@ impl MetadataTree {
         if let Some(user_data) = record.user_data.as_deref().filter(|u| !u.is_empty()) {
             b.binary("user-data", Bytes::copy_from_slice(user_data), USER_DATA_CONTENT_TYPE);
         }
-        // The version root lists its trees without slashes (data-plane.md §2.1).
+        // The version root lists its trees without slashes
+        // (docs/protocol/data-plane.md#version-root).
         b.label("meta-data", "meta-data");
         b.label("dynamic", "dynamic");
         b.build()
@@ -376,8 +379,8 @@ impl TreeBuilder {
     }
 
     /// A JSON document leaf; served as `text/plain` like every IMDS document
-    /// (data-plane.md §7.1). Separate from [`TreeBuilder::leaf`] so callers
-    /// say what they insert.
+    /// (docs/protocol/data-plane.md#headers). Separate from
+    /// [`TreeBuilder::leaf`] so callers say what they insert.
     pub fn json(&mut self, path: &str, body: String) -> &mut Self {
         self.leaf(path, body)
     }
@@ -667,7 +670,7 @@ fn lines<T: fmt::Display>(items: impl IntoIterator<Item = T>) -> Option<String> 
 }
 
 fn render_meta_data(b: &mut TreeBuilder, r: &InstanceRecord, inputs: &RenderInputs<'_>) {
-    // Instance identity and image (categories.md §2.1).
+    // Instance identity and image (docs/protocol/categories.md#identity).
     b.leaf(&md("ami-id"), r.image_id.clone());
     b.leaf(&md("ami-launch-index"), r.ami_launch_index.to_string());
     b.leaf(&md("ami-manifest-path"), "(unknown)");
@@ -693,7 +696,8 @@ fn render_meta_data(b: &mut TreeBuilder, r: &InstanceRecord, inputs: &RenderInpu
         b.leaf(&md("security-groups"), groups);
     }
 
-    // Hostnames and addresses of device 0 (§2.2).
+    // Hostnames and addresses of device 0
+    // (docs/protocol/categories.md#addresses).
     let local_hostname = r.local_hostname();
     b.leaf(&md("hostname"), local_hostname.clone());
     b.leaf(&md("local-hostname"), local_hostname);
@@ -713,7 +717,8 @@ fn render_meta_data(b: &mut TreeBuilder, r: &InstanceRecord, inputs: &RenderInpu
         b.leaf(&md("mac"), primary.mac.clone());
     }
 
-    // Block devices (§2.3) and events (§2.4; README ambiguity 15).
+    // Block devices (docs/protocol/categories.md#block-devices) and events
+    // (docs/protocol/categories.md#events).
     for device in &r.block_devices {
         b.leaf(&md(&format!("block-device-mapping/{}", device.name)), device.device.clone());
     }
@@ -725,7 +730,7 @@ fn render_meta_data(b: &mut TreeBuilder, r: &InstanceRecord, inputs: &RenderInpu
         render_interface(b, r, nic);
     }
 
-    // Placement and services (§2.7).
+    // Placement and services (docs/protocol/categories.md#placement).
     let p = &r.placement;
     b.leaf(&md("placement/availability-zone"), p.availability_zone.clone());
     b.leaf(&md("placement/availability-zone-id"), p.availability_zone_id.clone());
@@ -742,13 +747,14 @@ fn render_meta_data(b: &mut TreeBuilder, r: &InstanceRecord, inputs: &RenderInpu
     b.leaf(&md("services/domain"), r.domain());
     b.leaf(&md("services/partition"), r.partition());
 
-    // Public keys (§2.8): listed as `0=<name>`, key followed by its name.
+    // Public keys (docs/protocol/categories.md#public-keys): listed as
+    // `0=<name>`, key followed by its name.
     if let Some(key) = &r.key {
         b.leaf(&md("public-keys/0/openssh-key"), format!("{} {}", key.openssh_key, key.name));
         b.label(&md("public-keys/0"), format!("0={}", key.name));
     }
 
-    // Tags (§2.10): only when enabled, only keys IMDS can expose.
+    // Tags (docs/protocol/categories.md#tags): only when enabled, only keys IMDS can expose.
     if r.metadata_options.instance_metadata_tags.is_enabled() {
         for (key, value) in &r.tags {
             if is_imds_tag_key(key) {
@@ -758,11 +764,10 @@ fn render_meta_data(b: &mut TreeBuilder, r: &InstanceRecord, inputs: &RenderInpu
     }
 }
 
-/// IAM role and instance identity credentials (categories.md §2.5,
-/// credentials.md).
-/// Events as seen at `inputs.now_secs` (categories.md §2.4, §2.9): each
-/// path exists only while it has something to say, except the maintenance
-/// lists, which are always present (`[]` when empty).
+/// Events as seen at `inputs.now_secs` (docs/protocol/categories.md#events,
+/// docs/protocol/categories.md#spot): each path exists only while it has
+/// something to say, except the maintenance lists, which are always present
+/// (`[]` when empty).
 fn render_events(b: &mut TreeBuilder, inputs: &RenderInputs<'_>) {
     let now = inputs.now_secs;
     let mut scheduled = Vec::new();
@@ -813,6 +818,7 @@ fn render_events(b: &mut TreeBuilder, inputs: &RenderInputs<'_>) {
     b.json(&md("events/maintenance/history"), docs::maintenance_events(&history));
 }
 
+/// IAM role and instance identity credentials (docs/protocol/credentials.md).
 fn render_credentials(b: &mut TreeBuilder, r: &InstanceRecord, inputs: &RenderInputs<'_>) {
     let now = inputs.now_secs;
     if let Some(profile) = &r.iam_instance_profile {
@@ -842,8 +848,9 @@ fn render_credentials(b: &mut TreeBuilder, r: &InstanceRecord, inputs: &RenderIn
     b.json(&md(&format!("identity-credentials/ec2/security-credentials/{IDENTITY_ROLE_NAME}")), document);
 }
 
-/// `network/interfaces/macs/<mac>/…` of one interface (categories.md §2.6);
-/// each key only when it has data.
+/// `network/interfaces/macs/<mac>/…` of one interface
+/// (docs/protocol/categories.md#network-interfaces); each key only when it has
+/// data.
 fn render_interface(b: &mut TreeBuilder, r: &InstanceRecord, nic: &NetworkInterface) {
     let dir = md(&format!("network/interfaces/macs/{}", nic.mac));
     b.rank(&dir, u64::from(nic.device_index));
@@ -899,7 +906,8 @@ fn render_dynamic(b: &mut TreeBuilder, r: &InstanceRecord, signer: Option<&Arc<R
     // One copy shared by the three signers' closures (each signs on first request).
     let document = Bytes::from(docs::identity_document(r));
     if let Some(signer) = signer {
-        // Each signs exactly the bytes served at `document` (categories.md §3.2).
+        // Each signs exactly the bytes served at `document`
+        // (docs/protocol/categories.md#signatures).
         type SignFn = fn(&RegionSigner, &[u8]) -> Result<String, imds_identity::IdentityError>;
         let kinds: [(&str, SignFn); 3] = [
             ("pkcs7", RegionSigner::pkcs7),

@@ -1,4 +1,4 @@
-//! The request handler without sockets: every policy edge of data-plane.md,
+//! The request handler without sockets: every policy edge of docs/protocol/data-plane.md,
 //! with an injected clock so expiry is tested without sleeping.
 
 #![allow(clippy::unwrap_used)] // tests unwrap: a panic is the failure report

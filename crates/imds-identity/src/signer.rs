@@ -431,7 +431,7 @@ mod tests {
     use proptest::prelude::*;
     use std::sync::OnceLock;
 
-    /// The example document of `spec/categories.md` §3.1.
+    /// The example document of docs/protocol/categories.md#identity-document.
     const DOCUMENT: &[u8] = br#"{
   "accountId" : "123456789012",
   "architecture" : "x86_64",

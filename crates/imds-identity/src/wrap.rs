@@ -1,6 +1,6 @@
 //! The line format of the three signature documents: base64 wrapped at 76
-//! columns with `\n`, no trailing newline, no PEM armour (spec
-//! `categories.md` §3.2; the same width as MIME base64).
+//! columns with `\n`, no trailing newline, no PEM armour
+//! (docs/protocol/categories.md#signatures; the same width as MIME base64).
 
 /// Characters per line of the served base64 text.
 pub const LINE_WIDTH: usize = 76;

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use imds_identity::{Pkcs7Algorithm, RegionSigner, wrap76};
 
-/// The example document of `spec/categories.md` §3.1, exactly.
+/// The example document of docs/protocol/categories.md#identity-document, exactly.
 const DOCUMENT: &str = r#"{
   "accountId" : "123456789012",
   "architecture" : "x86_64",
@@ -243,7 +243,7 @@ fn restored_signer_verifies_with_the_original_certificate() {
 
 #[test]
 fn sign_costs() {
-    // Reported, not asserted: speed belongs to bench/ (design §10).
+    // Reported, not asserted: speed belongs to bench/ (docs/design.md#conventions, item 10).
     let signer = signer();
     let document = DOCUMENT.as_bytes();
     const ROUNDS: u32 = 50;

@@ -15,10 +15,11 @@
 //!
 //! It does not own which condition keys a request carries (the control plane
 //! fills the [`Context`] with `ec2:MetadataHttpTokens`, `ec2:Attribute`,
-//! `aws:PrincipalArn`, ... as `spec/control-plane.md` §10 lists), where the
+//! `aws:PrincipalArn`, ... as docs/protocol/control-plane.md#condition-keys lists), where the
 //! policies come from, or what to answer: every non-allowed [`Decision`] is
 //! `UnauthorizedOperation` (HTTP 403), and with `DryRun=true` an allowed call
-//! answers `DryRunOperation` (HTTP 412) instead of executing (§1.4, §1.5).
+//! answers `DryRunOperation` (HTTP 412) instead of executing
+//! (docs/protocol/control-plane.md#dry-run).
 //! Nor does it own the default for a principal with no policy at all:
 //! [`evaluate`] over no policies is [`Decision::ImplicitDeny`], as in IAM; a
 //! deployment that wants "no policy configured = allow everything" must say

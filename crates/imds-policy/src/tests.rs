@@ -1,5 +1,5 @@
 //! Behaviour tests of the public API: the example policies of
-//! `spec/control-plane.md` §10, the IAM grammar and evaluation rules, parse
+//! docs/protocol/control-plane.md#iam-examples, the IAM grammar and evaluation rules, parse
 //! errors, and properties.
 
 use proptest::prelude::*;
@@ -40,7 +40,7 @@ fn invalid(json: &str) -> String {
 }
 
 // ---------------------------------------------------------------------------
-// spec/control-plane.md §10 examples, each with both outcomes.
+// docs/protocol/control-plane.md#iam-examples, each with both outcomes.
 
 /// Example 1: only principals using role `ec2-imds-admins` may change IMDS
 /// options.

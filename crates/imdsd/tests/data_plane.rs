@@ -1,6 +1,6 @@
 //! End to end: a real `imdsd serve --demo` process on ephemeral ports, spoken
 //! to over raw HTTP so every status, header and byte can be checked against
-//! data-plane.md.
+//! docs/protocol/data-plane.md.
 
 #![allow(clippy::unwrap_used)] // tests unwrap: a panic is the failure report
 

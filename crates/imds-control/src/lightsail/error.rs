@@ -4,8 +4,9 @@
 //! here, as [`crate::error`] maps them for EC2.
 //!
 //! botocore reads the shape name from `__type` and the text from `message`
-//! (spec §12.1); `code` is a finer-grained reason (`DoesNotExist`,
-//! `AlreadyExists`, …) for humans and scripts reading the raw body.
+//! (docs/protocol/control-plane.md#lightsail-protocol); `code` is a
+//! finer-grained reason (`DoesNotExist`, `AlreadyExists`, …) for humans and
+//! scripts reading the raw body.
 
 use crate::error::ApiError;
 use crate::ops::OpError;

@@ -6,7 +6,8 @@
 //! any instance and `DescribeInstances` lists them too.
 //!
 //! Operations: `CreateInstances`, `GetInstance`, `GetInstances`,
-//! `UpdateInstanceMetadataOptions` and `DeleteInstance` (spec §12), and
+//! `UpdateInstanceMetadataOptions` and `DeleteInstance`
+//! (docs/protocol/control-plane.md#lightsail-operations), and
 //! `GetInstanceMetricData` for `MetadataNoToken`; every other target is
 //! answered with `UnknownOperationException`.
 //!
