@@ -1213,7 +1213,15 @@ async fn the_mac_address_tag_gives_the_hypervisors_nics_their_macs() {
             ("TagSpecification.1.Tag.1.Value", value),
         ]
     };
-    let id = s.run(&[("PrivateIpAddress", "192.168.60.10")].iter().copied().chain(tag("52:54:00:AB:cd:01")).collect::<Vec<_>>()).await;
+    let id = s
+        .run(
+            &[("PrivateIpAddress", "192.168.60.10")]
+                .iter()
+                .copied()
+                .chain(tag("52:54:00:AB:cd:01"))
+                .collect::<Vec<_>>(),
+        )
+        .await;
     let record = s.record(&id[0]).await;
     assert_eq!(record.network_interfaces[0].mac, "52:54:00:ab:cd:01");
     let r = s.ec2("DescribeInstances", &[("InstanceId.1", &id[0])]).await;
@@ -1226,7 +1234,9 @@ async fn the_mac_address_tag_gives_the_hypervisors_nics_their_macs() {
         ("NetworkInterface.2.DeviceIndex", "0"),
         ("NetworkInterface.2.PrivateIpAddress", "192.168.60.20"),
     ];
-    let id = s.run(&two.iter().copied().chain(tag("52:54:00:00:00:10,52:54:00:00:00:11")).collect::<Vec<_>>()).await;
+    let id = s
+        .run(&two.iter().copied().chain(tag("52:54:00:00:00:10,52:54:00:00:00:11")).collect::<Vec<_>>())
+        .await;
     let record = s.record(&id[0]).await;
     let macs: Vec<_> = record.network_interfaces.iter().map(|n| (n.device_index, n.mac.as_str())).collect();
     assert_eq!(macs, vec![(0, "52:54:00:00:00:10"), (1, "52:54:00:00:00:11")]);
@@ -1238,12 +1248,42 @@ async fn the_mac_address_tag_gives_the_hypervisors_nics_their_macs() {
 
     let before = s.dump().await;
     for (value, count, code, message) in [
-        ("01:00:5e:00:00:01", "1", "InvalidParameterValue", "Value (01:00:5e:00:00:01) for parameter imdsd:mac-address is invalid."),
-        ("00:00:00:00:00:00", "1", "InvalidParameterValue", "Value (00:00:00:00:00:00) for parameter imdsd:mac-address is invalid."),
-        ("52:54:00:00:00", "1", "InvalidParameterValue", "Value (52:54:00:00:00) for parameter imdsd:mac-address is invalid."),
-        ("52:54:00:00:00:1", "1", "InvalidParameterValue", "Value (52:54:00:00:00:1) for parameter imdsd:mac-address is invalid."),
-        ("52:54:00:00:00:01,52:54:00:00:00:02", "1", "InvalidParameterValue", "The imdsd:mac-address tag lists 2 MAC addresses for 1 network interfaces."),
-        ("52:54:00:00:00:01", "2", "InvalidParameterCombination", "The imdsd:mac-address network-interface tag cannot be specified when launching more than one instance."),
+        (
+            "01:00:5e:00:00:01",
+            "1",
+            "InvalidParameterValue",
+            "Value (01:00:5e:00:00:01) for parameter imdsd:mac-address is invalid.",
+        ),
+        (
+            "00:00:00:00:00:00",
+            "1",
+            "InvalidParameterValue",
+            "Value (00:00:00:00:00:00) for parameter imdsd:mac-address is invalid.",
+        ),
+        (
+            "52:54:00:00:00",
+            "1",
+            "InvalidParameterValue",
+            "Value (52:54:00:00:00) for parameter imdsd:mac-address is invalid.",
+        ),
+        (
+            "52:54:00:00:00:1",
+            "1",
+            "InvalidParameterValue",
+            "Value (52:54:00:00:00:1) for parameter imdsd:mac-address is invalid.",
+        ),
+        (
+            "52:54:00:00:00:01,52:54:00:00:00:02",
+            "1",
+            "InvalidParameterValue",
+            "The imdsd:mac-address tag lists 2 MAC addresses for 1 network interfaces.",
+        ),
+        (
+            "52:54:00:00:00:01",
+            "2",
+            "InvalidParameterCombination",
+            "The imdsd:mac-address network-interface tag cannot be specified when launching more than one instance.",
+        ),
     ] {
         let mut params = vec![("ImageId", "ami-12345678"), ("MinCount", "1"), ("MaxCount", count)];
         params.extend(tag(value));
