@@ -1202,3 +1202,100 @@ async fn role_credentials_need_their_token_and_carry_role_delivery() {
         .await;
     r.assert_error(401, "AuthFailure");
 }
+
+#[tokio::test]
+async fn the_mac_address_tag_gives_the_hypervisors_nics_their_macs() {
+    let s = Server::start().await;
+    let tag = |value: &'static str| {
+        [
+            ("TagSpecification.1.ResourceType", "network-interface"),
+            ("TagSpecification.1.Tag.1.Key", "imdsd:mac-address"),
+            ("TagSpecification.1.Tag.1.Value", value),
+        ]
+    };
+    let id = s
+        .run(
+            &[("PrivateIpAddress", "192.168.60.10")]
+                .iter()
+                .copied()
+                .chain(tag("52:54:00:AB:cd:01"))
+                .collect::<Vec<_>>(),
+        )
+        .await;
+    let record = s.record(&id[0]).await;
+    assert_eq!(record.network_interfaces[0].mac, "52:54:00:ab:cd:01");
+    let r = s.ec2("DescribeInstances", &[("InstanceId.1", &id[0])]).await;
+    assert_eq!(texts(&r.body, "macAddress"), vec!["52:54:00:ab:cd:01"]);
+
+    // Two NICs take the list in device order.
+    let two = [
+        ("NetworkInterface.1.DeviceIndex", "1"),
+        ("NetworkInterface.1.PrivateIpAddress", "192.168.60.21"),
+        ("NetworkInterface.2.DeviceIndex", "0"),
+        ("NetworkInterface.2.PrivateIpAddress", "192.168.60.20"),
+    ];
+    let id = s
+        .run(&two.iter().copied().chain(tag("52:54:00:00:00:10,52:54:00:00:00:11")).collect::<Vec<_>>())
+        .await;
+    let record = s.record(&id[0]).await;
+    let macs: Vec<_> = record.network_interfaces.iter().map(|n| (n.device_index, n.mac.as_str())).collect();
+    assert_eq!(macs, vec![(0, "52:54:00:00:00:10"), (1, "52:54:00:00:00:11")]);
+
+    // Without the tag the MAC is EC2's kind: random, locally administered.
+    let id = s.run(&[]).await;
+    let mac = s.record(&id[0]).await.network_interfaces[0].mac.clone();
+    assert_eq!(u8::from_str_radix(&mac[..2], 16).unwrap() & 0x03, 0x02, "{mac}");
+
+    let before = s.dump().await;
+    for (value, count, code, message) in [
+        (
+            "01:00:5e:00:00:01",
+            "1",
+            "InvalidParameterValue",
+            "Value (01:00:5e:00:00:01) for parameter imdsd:mac-address is invalid.",
+        ),
+        (
+            "00:00:00:00:00:00",
+            "1",
+            "InvalidParameterValue",
+            "Value (00:00:00:00:00:00) for parameter imdsd:mac-address is invalid.",
+        ),
+        (
+            "52:54:00:00:00",
+            "1",
+            "InvalidParameterValue",
+            "Value (52:54:00:00:00) for parameter imdsd:mac-address is invalid.",
+        ),
+        (
+            "52:54:00:00:00:1",
+            "1",
+            "InvalidParameterValue",
+            "Value (52:54:00:00:00:1) for parameter imdsd:mac-address is invalid.",
+        ),
+        (
+            "52:54:00:00:00:01,52:54:00:00:00:02",
+            "1",
+            "InvalidParameterValue",
+            "The imdsd:mac-address tag lists 2 MAC addresses for 1 network interfaces.",
+        ),
+        (
+            "52:54:00:00:00:01",
+            "2",
+            "InvalidParameterCombination",
+            "The imdsd:mac-address network-interface tag cannot be specified when launching more than one instance.",
+        ),
+    ] {
+        let mut params = vec![("ImageId", "ami-12345678"), ("MinCount", "1"), ("MaxCount", count)];
+        params.extend(tag(value));
+        let r = s.ec2("RunInstances", &params).await;
+        r.assert_error(400, code);
+        assert_eq!(r.message(), message);
+    }
+    let mut params = vec![("ImageId", "ami-12345678"), ("MinCount", "1"), ("MaxCount", "1")];
+    params.extend(two);
+    params.extend(tag("52:54:00:00:00:30,52:54:00:00:00:30"));
+    let r = s.ec2("RunInstances", &params).await;
+    r.assert_error(400, "InvalidParameterValue");
+    assert_eq!(r.message(), "The MAC address 52:54:00:00:00:30 is listed twice.");
+    assert_eq!(s.dump().await, before, "a refused launch writes nothing");
+}

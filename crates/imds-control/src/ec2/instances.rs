@@ -31,6 +31,13 @@ pub const DEFAULT_INSTANCE_TYPE: &str = "t2.micro";
 /// Resource types a launch may tag.
 const LAUNCH_TAG_TYPES: &[&str] = &["instance", "volume", "spot-instances-request", "network-interface"];
 
+/// The network-interface tag of a launch that names the MACs the hypervisor
+/// gave the VM's NICs (comma separated, in device order), so that
+/// `network/interfaces/macs/` is the guest's own hardware: EC2 assigns
+/// MACs itself and its API has no member for one, but a host registering a
+/// VM that already exists (a libvirt domain) cannot change its NIC.
+pub const MAC_ADDRESS_TAG: &str = "imdsd:mac-address";
+
 /// Decodes base64 user data (whitespace ignored) and checks its size.
 pub fn decode_user_data(text: &str) -> Result<Option<Vec<u8>>, ApiError> {
     let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
@@ -225,6 +232,7 @@ fn interface_spec(n: &View<'_>) -> Result<InterfaceSpec, ApiError> {
         ipv6_count: count(n, "Ipv6AddressCount", 64)?,
         ipv4_prefixes,
         ipv6_prefixes,
+        mac: None,
     })
 }
 
@@ -322,6 +330,48 @@ fn launch_tags(p: &View<'_>) -> Result<BTreeMap<String, String>, ApiError> {
     Ok(out)
 }
 
+/// The MACs of the `imdsd:mac-address` network-interface tag, one per
+/// interface in device order, lower-case; empty when the tag is absent.
+fn interface_macs(p: &View<'_>, interfaces: usize) -> Result<Vec<String>, ApiError> {
+    let mut listed = None;
+    for spec in p.struct_list("TagSpecification") {
+        if spec.str("ResourceType") != Some("network-interface") {
+            continue;
+        }
+        for t in spec.struct_list("Tag") {
+            if t.str("Key") == Some(MAC_ADDRESS_TAG) {
+                listed = Some(t.str("Value").unwrap_or_default().to_owned());
+            }
+        }
+    }
+    let Some(listed) = listed else { return Ok(Vec::new()) };
+    let macs = listed
+        .split(',')
+        .map(|m| parse_mac(m.trim()).ok_or_else(|| ApiError::invalid_parameter(MAC_ADDRESS_TAG, m.trim())))
+        .collect::<Result<Vec<_>, _>>()?;
+    if macs.len() != interfaces {
+        return Err(ApiError::invalid_value(format!(
+            "The {MAC_ADDRESS_TAG} tag lists {} MAC addresses for {interfaces} network interfaces.",
+            macs.len()
+        )));
+    }
+    let mut seen = HashSet::new();
+    if let Some(dup) = macs.iter().find(|m| !seen.insert(m.as_str())) {
+        return Err(ApiError::invalid_value(format!("The MAC address {dup} is listed twice.")));
+    }
+    Ok(macs)
+}
+
+/// A unicast, non-zero MAC (`aa:bb:cc:dd:ee:ff`, either case), lower-cased.
+fn parse_mac(raw: &str) -> Option<String> {
+    let octets = raw
+        .split(':')
+        .map(|o| (o.len() == 2).then(|| u8::from_str_radix(o, 16).ok()).flatten())
+        .collect::<Option<Vec<u8>>>()?;
+    let unicast = octets.len() == 6 && octets[0] & 1 == 0 && octets.iter().any(|o| *o != 0);
+    unicast.then(|| raw.to_ascii_lowercase())
+}
+
 /// A stable digest of the request parameters that matter for idempotency.
 fn fingerprint(p: &View<'_>) -> String {
     let mut ctx = digest::Context::new(&digest::SHA256);
@@ -367,7 +417,16 @@ fn launch_spec(cx: &Cx<'_>, p: &View<'_>) -> Result<LaunchSpec, ApiError> {
     if !type_ok {
         return Err(ApiError::invalid_value(format!("Invalid value '{instance_type}' for InstanceType.")));
     }
-    let interfaces = interfaces(p)?;
+    let mut interfaces = interfaces(p)?;
+    let macs = interface_macs(p, interfaces.len())?;
+    if !macs.is_empty() && max > 1 {
+        return Err(ApiError::invalid_combination(format!(
+            "The {MAC_ADDRESS_TAG} network-interface tag cannot be specified when launching more than one instance."
+        )));
+    }
+    for (i, mac) in interfaces.iter_mut().zip(macs) {
+        i.mac = Some(mac);
+    }
     let explicit = interfaces.iter().any(|i| {
         !i.private_ipv4s.is_empty()
             || !i.ipv6s.is_empty()

@@ -138,6 +138,8 @@ pub struct InterfaceSpec {
     pub ipv4_prefixes: Vec<Ipv4Net>,
     /// Delegated IPv6 prefixes.
     pub ipv6_prefixes: Vec<Ipv6Net>,
+    /// The MAC the hypervisor gave this NIC; `None` = a random one.
+    pub mac: Option<String>,
 }
 
 impl InterfaceSpec {
@@ -604,7 +606,10 @@ impl Ops {
             };
             interfaces.push(NetworkInterface {
                 interface_id: ids::resource_id("eni")?,
-                mac: ids::mac()?,
+                mac: match &i.mac {
+                    Some(mac) => mac.clone(),
+                    None => ids::mac()?,
+                },
                 device_index: i.device_index,
                 network_card_index: i.network_card_index,
                 owner_id: cfg.account_id.clone(),
